@@ -1,0 +1,651 @@
+package s3lock
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// S3API is the part of *s3.Client that s3lock calls, with the SDK's exact
+// signatures. *s3.Client satisfies it; tests may wrap one.
+type S3API interface {
+	GetObject(ctx context.Context, params *s3.GetObjectInput, optFns ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	PutObject(ctx context.Context, params *s3.PutObjectInput, optFns ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+}
+
+var _ S3API = (*s3.Client)(nil)
+
+// maxWriteAttempts bounds how many conditional writes one acquire or
+// release makes when the object keeps changing under it (409 conflicts, or
+// a lost race followed by a free lock).
+const maxWriteAttempts = 5
+
+// maxOrphans bounds how many unresolved writes a Mutex remembers.
+const maxOrphans = 16
+
+// leaseManager makes every S3 request of one Mutex. It reads the lock
+// object, judges whether it may be taken, and writes it only with
+// conditional PUTs: If-None-Match: * to create, If-Match: <etag> to
+// replace. It never deletes.
+type leaseManager struct {
+	client      S3API
+	bucket, key string
+	owner       string
+	ttl         time.Duration
+	margin      time.Duration
+	clock       Clock
+	log         *slog.Logger
+
+	mu sync.Mutex // protects the fields below
+	// free is a free record this Mutex wrote or saw last; when set, the
+	// next acquire first tries one If-Match PUT over it (the warm path).
+	free *snapshot
+	// watchETag and watchSince implement the monotonic expiry rule: the
+	// ETag last seen and when (monotonic) it was first seen.
+	watchETag  string
+	watchSince time.Time
+	// orphans are nonces of held records this Mutex wrote whose outcome it
+	// could not learn; a record carrying one is ours to take back.
+	orphans []string
+}
+
+// snapshot is the lock object as one GET (or one of our writes) left it.
+type snapshot struct {
+	exists       bool
+	etag         string
+	rec          *record   // nil when the object is absent or invalid
+	invalid      error     // why the object is not a record, when it is not
+	lastModified time.Time // S3's clock, 1 s resolution
+	serverDate   time.Time // S3's clock (Date header), 1 s resolution
+	seenAt       time.Time // this process's clock (monotonic) when the answer arrived
+}
+
+// condition is the precondition of a PUT.
+type condition struct {
+	create bool   // If-None-Match: *
+	etag   string // If-Match: etag (when !create)
+}
+
+func (lm *leaseManager) name() string { return "s3://" + lm.bucket + "/" + lm.key }
+
+// read GETs the lock object, reading at most MaxRecordSize+1 bytes.
+// A missing object is a snapshot with exists == false, not an error.
+func (lm *leaseManager) read(ctx context.Context) (*snapshot, error) {
+	out, err := lm.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &lm.bucket, Key: &lm.key})
+	seenAt := time.Now()
+	if err != nil {
+		f, mapped := classify(err, lm.bucket)
+		if f == failNotFound {
+			lm.observe("", seenAt)
+			return &snapshot{seenAt: seenAt}, nil
+		}
+		return nil, fmt.Errorf("s3lock: reading %s: %w", lm.name(), mapped)
+	}
+	defer out.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(out.Body, MaxRecordSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("s3lock: reading %s: %w", lm.name(), err)
+	}
+	s := &snapshot{
+		exists:       true,
+		etag:         aws.ToString(out.ETag),
+		lastModified: aws.ToTime(out.LastModified),
+		serverDate:   responseDate(out.ResultMetadata),
+		seenAt:       seenAt,
+	}
+	rec, perr := decodeRecord(body)
+	switch {
+	case perr != nil:
+		s.invalid = &InvalidLockObjectError{Key: lm.key, Reason: perr.Error()}
+	case s.etag == "":
+		s.invalid = &InvalidLockObjectError{Key: lm.key, Reason: "the store returned no ETag"}
+	default:
+		s.rec = rec
+	}
+	lm.observe(s.etag, seenAt)
+	return s, nil
+}
+
+// responseDate returns the Date header of the raw HTTP response, or zero.
+func responseDate(md middleware.Metadata) time.Time {
+	raw, ok := awsmiddleware.GetRawResponse(md).(*smithyhttp.Response)
+	if !ok || raw == nil {
+		return time.Time{}
+	}
+	t, err := http.ParseTime(raw.Header.Get("Date"))
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// put writes rec under cond. On success it returns the new ETag.
+func (lm *leaseManager) put(ctx context.Context, rec *record, cond condition) (string, failure, error) {
+	if !cond.create && cond.etag == "" {
+		// An If-Match with no ETag would be sent as an unconditional
+		// PUT: never let that happen.
+		return "", failPermanent, fmt.Errorf("s3lock: internal error: conditional write without an ETag")
+	}
+	body := encodeRecord(rec)
+	in := &s3.PutObjectInput{
+		Bucket:        &lm.bucket,
+		Key:           &lm.key,
+		Body:          bytes.NewReader(body),
+		ContentLength: aws.Int64(int64(len(body))),
+		ContentType:   aws.String("application/json"),
+		CacheControl:  aws.String("no-store"),
+	}
+	if cond.create {
+		in.IfNoneMatch = aws.String("*")
+	} else {
+		in.IfMatch = aws.String(cond.etag)
+	}
+	out, err := lm.client.PutObject(ctx, in)
+	if err != nil {
+		f, mapped := classify(err, lm.bucket)
+		lm.log.Debug("s3lock: write failed", "key", lm.key, "state", rec.State, "generation", rec.Generation, "error", err)
+		return "", f, fmt.Errorf("s3lock: writing %s: %w", lm.name(), mapped)
+	}
+	etag := aws.ToString(out.ETag)
+	lm.log.Debug("s3lock: wrote", "key", lm.key, "state", rec.State, "generation", rec.Generation, "etag", etag)
+	if etag == "" {
+		// Some stores omit the ETag; learn it by reading our record back.
+		s, rerr := lm.read(ctx)
+		if rerr != nil || s.rec == nil || s.rec.Nonce != rec.Nonce {
+			return "", failTransient, fmt.Errorf("s3lock: writing %s: the store returned no ETag and the record could not be read back: %w", lm.name(), errors.Join(rerr, errNoETag))
+		}
+		etag = s.etag
+	}
+	lm.observe(etag, time.Now())
+	return etag, failNone, nil
+}
+
+var errNoETag = errors.New("no ETag")
+
+// observe feeds the monotonic expiry rule: it remembers when an ETag was
+// first seen.
+func (lm *leaseManager) observe(etag string, at time.Time) {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	if etag != lm.watchETag || lm.watchSince.IsZero() {
+		lm.watchETag, lm.watchSince = etag, at
+	}
+}
+
+// untilExpired returns how long until a hold seen in s, with the given TTL,
+// may be judged expired; <= 0 means it is expired now. Two rules, each safe
+// on its own, and the earlier wins:
+//   - S3's clock: Date - Last-Modified >= ttl + margin + 1s. Both headers
+//     are truncated to the second, so this proves the object is older than
+//     ttl + margin.
+//   - this process's monotonic clock: the same ETag has been seen for
+//     ttl + margin since it was first seen (the write happened before).
+//
+// Neither rule reads a client's wall clock.
+func (lm *leaseManager) untilExpired(s *snapshot, ttl time.Duration) time.Duration {
+	need := ttl + lm.margin
+	lm.mu.Lock()
+	since := lm.watchSince
+	same := lm.watchETag == s.etag
+	lm.mu.Unlock()
+	left := need
+	if same && !since.IsZero() {
+		left = need - s.seenAt.Sub(since)
+	}
+	if !s.serverDate.IsZero() && !s.lastModified.IsZero() {
+		if byS3 := need + time.Second - s.serverDate.Sub(s.lastModified); byS3 < left {
+			left = byS3
+		}
+	}
+	return left
+}
+
+// judge decides whether s may be claimed. It returns nil when it may (no
+// object, a free record, an expired hold, or an orphan of ours) and a
+// *LockedError otherwise.
+func (lm *leaseManager) judge(s *snapshot) *LockedError {
+	if !s.exists {
+		return nil
+	}
+	if s.rec != nil && (!s.rec.held() || lm.isOrphan(s.rec.Nonce)) {
+		return nil
+	}
+	ttl := lm.ttl
+	if s.rec != nil {
+		ttl = s.rec.ttl()
+	}
+	left := lm.untilExpired(s, ttl)
+	if left <= 0 {
+		if s.rec != nil {
+			lm.log.Info("s3lock: taking over an expired hold", "key", lm.key, "owner", s.rec.Owner, "generation", s.rec.Generation)
+		} else {
+			lm.log.Warn("s3lock: taking over an invalid lock object older than the TTL", "key", lm.key, "reason", s.invalid)
+		}
+		return nil
+	}
+	le := &LockedError{Key: lm.key, RetryAfter: left, Invalid: s.invalid}
+	if s.rec != nil {
+		le.Owner, le.Generation, le.Since = s.rec.Owner, s.rec.Generation, s.rec.AcquiredAt
+	}
+	if !s.lastModified.IsZero() {
+		le.Until = s.lastModified.Add(ttl)
+	}
+	return le
+}
+
+func (lm *leaseManager) isOrphan(nonce string) bool {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	for _, n := range lm.orphans {
+		if n == nonce {
+			return true
+		}
+	}
+	return false
+}
+
+// addOrphans remembers nonces of writes whose outcome is unknown.
+func (lm *leaseManager) addOrphans(nonces ...string) {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	lm.orphans = append(lm.orphans, nonces...)
+	if len(lm.orphans) > maxOrphans {
+		lm.orphans = lm.orphans[len(lm.orphans)-maxOrphans:]
+	}
+}
+
+// resolveContext returns ctx, or, when ctx is already done, a context
+// without its cancellation bounded by timeout: finding out what a write did
+// must not be skipped because the caller gave up.
+func resolveContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if ctx.Err() == nil {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), timeout)
+}
+
+// acquire makes one attempt to take the lock. On success it returns the
+// new lease. When the lock is held by someone else it returns a
+// *LockedError; other errors come from S3.
+func (lm *leaseManager) acquire(ctx context.Context, resolveTimeout time.Duration) (*lease, error) {
+	lm.mu.Lock()
+	s := lm.free
+	lm.free = nil
+	lm.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		if s == nil {
+			var err error
+			if s, err = lm.read(ctx); err != nil {
+				return nil, err
+			}
+		}
+		if le := lm.judge(s); le != nil {
+			return nil, le
+		}
+		if attempt == maxWriteAttempts {
+			return nil, fmt.Errorf("s3lock: acquiring %s: gave up after %d conflicting writes", lm.name(), attempt)
+		}
+		l, next, err := lm.claim(ctx, s, resolveTimeout)
+		if l != nil || err != nil {
+			return l, err
+		}
+		s = next
+	}
+}
+
+// claim writes a held record over s. It returns the lease when the write
+// is ours, or the snapshot to judge next when the object changed under us
+// (nil: read it again), or an error.
+func (lm *leaseManager) claim(ctx context.Context, s *snapshot, resolveTimeout time.Duration) (*lease, *snapshot, error) {
+	gen := uint64(1)
+	if s.rec != nil {
+		gen = s.rec.Generation + 1
+	}
+	now := lm.clock.Now()
+	rec := &record{
+		Schema:     recordSchema,
+		State:      stateHeld,
+		Owner:      lm.owner,
+		Nonce:      newNonce(),
+		Generation: gen,
+		TTLMillis:  lm.ttl.Milliseconds(),
+		AcquiredAt: now,
+		WrittenAt:  now,
+	}
+	start := time.Now() // the lease counts from before the request is sent
+	etag, f, err := lm.put(ctx, rec, condition{create: !s.exists, etag: s.etag})
+	switch f {
+	case failNone:
+		lm.forgetOrphan(s)
+		return lm.newLease(etag, rec, start), nil, nil
+	case failConflict:
+		pause(ctx)
+		return nil, nil, nil
+	case failPermanent:
+		return nil, nil, err
+	}
+	// 412/404: someone else wrote first, or the SDK retried a write of ours
+	// that had been applied. Transport errors, 5xx, cancellation: the write
+	// may or may not have been applied. Read to find out.
+	rctx, cancel := resolveContext(ctx, resolveTimeout)
+	defer cancel()
+	now2, rerr := lm.read(rctx)
+	if rerr != nil {
+		if f != failPrecondition && f != failNotFound {
+			lm.addOrphans(rec.Nonce)
+		}
+		return nil, nil, errors.Join(err, rerr)
+	}
+	if now2.rec != nil && now2.rec.Nonce == rec.Nonce {
+		lm.log.Warn("s3lock: a write reported as failed had been applied; the lock is ours", "key", lm.key, "error", err)
+		lm.forgetOrphan(s)
+		return lm.newLease(now2.etag, rec, start), nil, nil
+	}
+	if f == failCanceled {
+		return nil, nil, err
+	}
+	return nil, now2, nil
+}
+
+// forgetOrphan drops the orphan nonce a claimed snapshot carried.
+func (lm *leaseManager) forgetOrphan(s *snapshot) {
+	if s.rec == nil {
+		return
+	}
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	for i, n := range lm.orphans {
+		if n == s.rec.Nonce {
+			lm.orphans = append(lm.orphans[:i], lm.orphans[i+1:]...)
+			return
+		}
+	}
+}
+
+// pause waits a little (0-20 ms) after a 409 conflict, so the conflicting
+// write can finish before we read again.
+func pause(ctx context.Context) {
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(20 * time.Millisecond))))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// drift is how much earlier than its TTL a holder considers its lease over,
+// for clock-rate differences between it and S3 (as in redsync: 1% + 2 ms).
+func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
+
+func (lm *leaseManager) newLease(etag string, rec *record, start time.Time) *lease {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	return &lease{
+		lm:       lm,
+		ctx:      ctx,
+		cancel:   cancel,
+		etag:     etag,
+		rec:      *rec,
+		deadline: start.Add(lm.ttl - drift(lm.ttl)),
+		pending:  map[string]time.Time{},
+	}
+}
+
+// lease is one hold of the lock: the record we wrote last, its ETag, and
+// when (monotonic) it stops being safe. Its context is cancelled with cause
+// ErrLeaseLost at that deadline, or as soon as a renewal finds someone
+// else's record; with ErrNotHeld when it is released.
+type lease struct {
+	lm     *leaseManager
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu       sync.Mutex // protects etag, rec, deadline, pending
+	etag     string
+	rec      record
+	deadline time.Time
+	pending  map[string]time.Time // nonce → start, of renewals whose outcome is unknown
+
+	timer      *time.Timer        // without renewal: cancels ctx at the deadline
+	stopCtx    context.Context    // with renewal: cancelled to stop the renewer
+	stopRenew  context.CancelFunc // with renewal: cancels stopCtx
+	renewerEnd chan struct{}      // with renewal: closed when the renewer has returned
+}
+
+// start arms the deadline, and the renewer when interval > 0.
+func (l *lease) start(interval time.Duration) {
+	if interval <= 0 {
+		l.mu.Lock()
+		d := time.Until(l.deadline)
+		l.mu.Unlock()
+		l.timer = time.AfterFunc(d, func() { l.cancel(ErrLeaseLost) })
+		return
+	}
+	l.stopCtx, l.stopRenew = context.WithCancel(context.Background())
+	l.renewerEnd = make(chan struct{})
+	go l.renewLoop(interval)
+}
+
+// halt stops the deadline timer or the renewer, waiting for the renewer to
+// return.
+func (l *lease) halt() {
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	if l.stopRenew != nil {
+		l.stopRenew()
+		<-l.renewerEnd
+	}
+}
+
+func (l *lease) generation() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rec.Generation
+}
+
+func (l *lease) safeUntil() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.deadline
+}
+
+// renewLoop renews every interval until stopped, the lease is lost, or
+// its deadline passes without a successful renewal. It uses one timer.
+func (l *lease) renewLoop(interval time.Duration) {
+	defer close(l.renewerEnd)
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-l.stopCtx.Done():
+			return
+		case <-timer.C:
+		}
+		deadline := l.safeUntil()
+		if !time.Now().Before(deadline) {
+			l.lm.log.Warn("s3lock: lease expired before it could be renewed", "key", l.lm.key)
+			l.cancel(ErrLeaseLost)
+			return
+		}
+		rctx, cancel := context.WithDeadline(l.stopCtx, deadline)
+		err := l.renew(rctx)
+		cancel()
+		if errors.Is(err, ErrLeaseLost) {
+			return
+		}
+		wait := interval
+		if err != nil {
+			l.lm.log.Warn("s3lock: renewal failed; retrying", "key", l.lm.key, "error", err)
+			wait = interval / 4
+		}
+		if left := time.Until(l.safeUntil()); left < wait {
+			wait = max(left, 0)
+		}
+		timer.Reset(wait)
+	}
+}
+
+// renew rewrites our record with a fresh nonce, extending the lease from
+// the moment before the request. On ErrLeaseLost the lease's context has
+// been cancelled.
+func (l *lease) renew(ctx context.Context) error {
+	l.mu.Lock()
+	rec, etag := l.rec, l.etag
+	l.mu.Unlock()
+	rec.Nonce = newNonce()
+	rec.WrittenAt = l.lm.clock.Now()
+	start := time.Now()
+	newETag, f, err := l.lm.put(ctx, &rec, condition{etag: etag})
+	switch f {
+	case failNone:
+		l.extend(newETag, &rec, start)
+		return nil
+	case failConflict, failPermanent:
+		return err
+	}
+	if f != failPrecondition && f != failNotFound {
+		l.mu.Lock()
+		l.pending[rec.Nonce] = start
+		l.mu.Unlock()
+		if ctx.Err() != nil {
+			return err
+		}
+	}
+	s, rerr := l.lm.read(ctx)
+	if rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	if s.rec != nil && s.rec.Nonce == rec.Nonce {
+		l.extend(s.etag, &rec, start)
+		return nil
+	}
+	return l.adopt(s)
+}
+
+// extend records a successful write of ours.
+func (l *lease) extend(etag string, rec *record, start time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.etag, l.rec = etag, *rec
+	if d := start.Add(l.lm.ttl - drift(l.lm.ttl)); d.After(l.deadline) {
+		l.deadline = d
+	}
+	clear(l.pending)
+}
+
+// adopt takes s as the current state of our hold if it is a record of ours
+// (our last one, or a renewal whose answer was lost); otherwise the lease
+// is lost.
+func (l *lease) adopt(s *snapshot) error {
+	l.mu.Lock()
+	var ours bool
+	var start time.Time
+	if s.rec != nil && s.rec.held() {
+		if s.rec.Nonce == l.rec.Nonce {
+			ours = true
+		} else if st, ok := l.pending[s.rec.Nonce]; ok {
+			ours, start = true, st
+		}
+	}
+	l.mu.Unlock()
+	if ours {
+		if start.IsZero() {
+			l.mu.Lock()
+			l.etag = s.etag
+			l.mu.Unlock()
+		} else {
+			l.extend(s.etag, s.rec, start)
+		}
+		return nil
+	}
+	err := l.lostError(s)
+	l.cancel(err)
+	return err
+}
+
+func (l *lease) lostError(s *snapshot) error {
+	switch {
+	case !s.exists:
+		return fmt.Errorf("%w: %s was deleted", ErrLeaseLost, l.lm.name())
+	case s.rec == nil:
+		return fmt.Errorf("%w: %s was overwritten by an invalid object", ErrLeaseLost, l.lm.name())
+	case s.rec.held():
+		return fmt.Errorf("%w: %s is now held by %q (generation %d)", ErrLeaseLost, l.lm.name(), s.rec.Owner, s.rec.Generation)
+	default:
+		return fmt.Errorf("%w: %s was released by someone else (generation %d)", ErrLeaseLost, l.lm.name(), s.rec.Generation)
+	}
+}
+
+// release overwrites our record with a free one (same generation, so the
+// next holder gets generation+1). On success it returns the free record,
+// which the next acquire of this Mutex tries first.
+func (l *lease) release(ctx context.Context, resolveTimeout time.Duration) (*snapshot, error) {
+	var lastErr error
+	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
+		l.mu.Lock()
+		rec, etag := l.rec, l.etag
+		l.mu.Unlock()
+		rec.State = stateFree
+		rec.Nonce = newNonce()
+		rec.AcquiredAt = time.Time{}
+		rec.WrittenAt = l.lm.clock.Now()
+		newETag, f, err := l.lm.put(ctx, &rec, condition{etag: etag})
+		switch f {
+		case failNone:
+			return &snapshot{exists: true, etag: newETag, rec: &rec}, nil
+		case failConflict:
+			lastErr = err
+			pause(ctx)
+			continue
+		case failPermanent:
+			l.orphan(rec.Nonce)
+			return nil, err
+		}
+		rctx, cancel := resolveContext(ctx, resolveTimeout)
+		s, rerr := l.lm.read(rctx)
+		cancel()
+		if rerr != nil {
+			l.orphan(rec.Nonce)
+			return nil, errors.Join(err, rerr)
+		}
+		if s.rec != nil && s.rec.Nonce == rec.Nonce {
+			return s, nil
+		}
+		if aerr := l.adopt(s); aerr != nil {
+			return nil, aerr
+		}
+		// A renewal of ours had been applied after all: release over it.
+		lastErr = err
+	}
+	l.orphan("")
+	return nil, fmt.Errorf("s3lock: releasing %s: gave up after %d attempts: %w", l.lm.name(), maxWriteAttempts, lastErr)
+}
+
+// orphan hands the nonces this lease may have left in S3 to the lease
+// manager, so the next acquire of this Mutex can take its own stranded
+// hold back at once instead of waiting out the TTL.
+func (l *lease) orphan(extra string) {
+	l.mu.Lock()
+	nonces := []string{l.rec.Nonce}
+	for n := range l.pending {
+		nonces = append(nonces, n)
+	}
+	l.mu.Unlock()
+	if extra != "" {
+		nonces = append(nonces, extra)
+	}
+	l.lm.addOrphans(nonces...)
+}

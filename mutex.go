@@ -1,0 +1,325 @@
+package s3lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// Mutex is a lock kept in one S3 object, excluding every other Mutex on the
+// same bucket and key, in this process or any other. Within one process it
+// behaves like sync.Mutex: a second goroutine's Lock on the same *Mutex
+// waits, without S3 traffic, for the first one's Unlock. Unlike sync.Mutex
+// it may be unlocked only while held, and its methods take a context.
+//
+// A Mutex is safe for concurrent use. Create it with [New].
+type Mutex struct {
+	lm   *leaseManager
+	opts options
+	// turn has capacity 1. A token in it means a goroutine of this process
+	// holds the lock through this Mutex or is acquiring it.
+	turn chan struct{}
+
+	mu   sync.Mutex // protects hold
+	hold *lease
+}
+
+// New returns a Mutex for the lock object at bucket/key. It validates its
+// arguments and makes no S3 request. On failure it returns an error that
+// matches [ErrInvalidArgument].
+func New(client S3API, bucket, key string, opts ...Option) (*Mutex, error) {
+	if client == nil {
+		return nil, fmt.Errorf("%w: nil S3 client", ErrInvalidArgument)
+	}
+	if err := validateBucket(bucket); err != nil {
+		return nil, err
+	}
+	if err := validateKey(key); err != nil {
+		return nil, err
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		if opt == nil {
+			return nil, fmt.Errorf("%w: nil Option", ErrInvalidArgument)
+		}
+		opt(&o)
+	}
+	if o.ownerSet && o.owner == "" {
+		return nil, fmt.Errorf("%w: empty owner", ErrInvalidArgument)
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	if o.owner == "" {
+		o.owner = defaultOwner()
+	}
+	return &Mutex{
+		lm: &leaseManager{
+			client: client,
+			bucket: bucket,
+			key:    key,
+			owner:  o.owner,
+			ttl:    o.ttl,
+			margin: o.expiryMargin,
+			clock:  o.clock,
+			log:    o.logger,
+		},
+		opts: o,
+		turn: make(chan struct{}, 1),
+	}, nil
+}
+
+func validateBucket(bucket string) error {
+	switch {
+	case bucket == "":
+		return fmt.Errorf("%w: empty bucket name", ErrInvalidArgument)
+	case len(bucket) > 255:
+		return fmt.Errorf("%w: bucket name longer than 255 bytes", ErrInvalidArgument)
+	}
+	for _, r := range bucket {
+		if r == '/' || r <= ' ' || r > '~' {
+			return fmt.Errorf("%w: bucket name %q contains %q", ErrInvalidArgument, bucket, r)
+		}
+	}
+	return nil
+}
+
+func validateKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: empty key", ErrInvalidArgument)
+	case len(key) > 1024:
+		return fmt.Errorf("%w: key longer than 1024 bytes", ErrInvalidArgument)
+	case !utf8.ValidString(key):
+		return fmt.Errorf("%w: key is not valid UTF-8", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Bucket returns the bucket of the lock object.
+func (m *Mutex) Bucket() string { return m.lm.bucket }
+
+// Key returns the key of the lock object.
+func (m *Mutex) Key() string { return m.lm.key }
+
+// Owner returns the owner name this Mutex records in the lock object.
+func (m *Mutex) Owner() string { return m.lm.owner }
+
+// TTL returns the lease duration of this Mutex's holds.
+func (m *Mutex) TTL() time.Duration { return m.lm.ttl }
+
+// TryLock makes one attempt to acquire the lock. It returns nil when the
+// lock is now held by m. When someone else holds it, or another goroutine
+// holds it through m, it returns a *LockedError matching [ErrLocked].
+// Other errors come from S3 (a missing bucket matches [ErrBucketNotFound],
+// and so on) or from ctx; after them m does not hold the lock.
+//
+// When S3's answer to our write is lost, TryLock reads the object back and
+// reports the truth: if the write was applied, it returns nil.
+func (m *Mutex) TryLock(ctx context.Context) error {
+	select {
+	case m.turn <- struct{}{}:
+	default:
+		return &LockedError{Key: m.lm.key, Owner: m.lm.owner, Local: true, Generation: m.Token()}
+	}
+	if err := ctx.Err(); err != nil {
+		<-m.turn
+		return fmt.Errorf("s3lock: TryLock %s: %w", m.lm.name(), err)
+	}
+	l, err := m.lm.acquire(ctx, m.opts.releaseTimeout)
+	if err != nil {
+		<-m.turn
+		return err
+	}
+	m.install(l)
+	return nil
+}
+
+// Lock acquires the lock, waiting while someone else holds it. While it
+// waits it polls the lock object with one GET per retry interval (see
+// [WithRetryInterval] and [WithBackoff]) and writes only when a poll finds
+// the lock free or expired; it polls early when the current hold is due to
+// expire before the next poll. Transient S3 errors are retried the same
+// way.
+//
+// On failure m does not hold the lock, and the error is one of: an error
+// wrapping ctx.Err() when ctx ends first; the last *LockedError when the
+// backoff gives up; or an S3 error that retrying cannot fix (missing
+// bucket, access denied, a store without conditional writes).
+func (m *Mutex) Lock(ctx context.Context) error {
+	select {
+	case m.turn <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("s3lock: Lock %s: %w", m.lm.name(), ctx.Err())
+	}
+	l, err := m.wait(ctx)
+	if err != nil {
+		<-m.turn
+		return err
+	}
+	m.install(l)
+	return nil
+}
+
+// wait runs Lock's attempts.
+func (m *Mutex) wait(ctx context.Context) (*lease, error) {
+	b := m.opts.backoff
+	if b == nil {
+		b = backoff.NewConstantBackOff(m.opts.retryInterval)
+	}
+	b.Reset()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("s3lock: Lock %s: %w", m.lm.name(), err)
+		}
+		l, err := m.lm.acquire(ctx, m.opts.releaseTimeout)
+		if err == nil {
+			return l, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("s3lock: Lock %s: %w (last attempt: %v)", m.lm.name(), ctx.Err(), err)
+		}
+		if isPermanent(err) {
+			return nil, err
+		}
+		next := b.NextBackOff()
+		if next == backoff.Stop {
+			return nil, err
+		}
+		var le *LockedError
+		if errors.As(err, &le) {
+			if le.RetryAfter > 0 && le.RetryAfter < next {
+				next = le.RetryAfter
+			}
+		} else {
+			m.lm.log.Warn("s3lock: acquire failed; retrying", "key", m.lm.key, "error", err, "in", next)
+		}
+		timer.Reset(next)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("s3lock: Lock %s: %w (last attempt: %v)", m.lm.name(), ctx.Err(), err)
+		}
+	}
+}
+
+func (m *Mutex) install(l *lease) {
+	m.mu.Lock()
+	m.hold = l
+	m.mu.Unlock()
+	l.start(m.opts.autoRenew)
+}
+
+// Unlock releases the lock with one conditional PUT that marks the lock
+// object free (it is never deleted, so fencing tokens keep increasing).
+// It returns an error matching [ErrNotHeld] if m does not hold the lock,
+// and one matching [ErrLeaseLost] if the hold had expired and someone else
+// took the lock (or broke it).
+//
+// Whatever it returns, m no longer holds the lock afterwards, and its hold
+// context is cancelled. If ctx is already done, Unlock still makes the
+// release, bounded by [WithReleaseTimeout]. When the release fails for
+// another reason (S3 unreachable), the lock object stays held until its TTL
+// runs out, except for this Mutex, whose next acquire takes it back at
+// once.
+func (m *Mutex) Unlock(ctx context.Context) error {
+	m.mu.Lock()
+	l := m.hold
+	m.hold = nil
+	m.mu.Unlock()
+	if l == nil {
+		return fmt.Errorf("s3lock: Unlock %s: %w", m.lm.name(), ErrNotHeld)
+	}
+	defer func() { <-m.turn }()
+	l.halt()
+	rctx, cancel := resolveContext(ctx, m.opts.releaseTimeout)
+	defer cancel()
+	free, err := l.release(rctx, m.opts.releaseTimeout)
+	if err != nil {
+		l.cancel(ErrLeaseLost)
+		return err
+	}
+	l.cancel(ErrNotHeld)
+	m.lm.mu.Lock()
+	m.lm.free = free
+	m.lm.mu.Unlock()
+	return nil
+}
+
+// Token returns the fencing token of the current hold: its generation,
+// which is larger than that of every earlier hold of this lock. Pass it to
+// the resource the lock protects and have the resource refuse smaller
+// tokens than the largest it has seen. Token returns 0 when m does not hold
+// the lock.
+func (m *Mutex) Token() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.hold == nil {
+		return 0
+	}
+	return m.hold.generation()
+}
+
+// Context returns a context that is cancelled when the current hold ends:
+// with cause [ErrLeaseLost] when the lease runs out (its TTL, or a failed
+// renewal, see [WithAutoRenew]) or someone else's record is found, and with
+// cause [ErrNotHeld] after Unlock. It is cancelled before any other process
+// can take the lock over. When m does not hold the lock, the returned
+// context is already cancelled with cause ErrNotHeld.
+func (m *Mutex) Context() context.Context {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.hold == nil {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(ErrNotHeld)
+		return ctx
+	}
+	return m.hold.ctx
+}
+
+// Done is shorthand for m.Context().Done().
+func (m *Mutex) Done() <-chan struct{} { return m.Context().Done() }
+
+// SafeUntil returns the time (on this process's monotonic clock) up to
+// which the current hold is safe: the start of its last successful write
+// plus its TTL, less a small drift allowance. It returns the zero time when
+// m does not hold the lock.
+func (m *Mutex) SafeUntil() time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.hold == nil {
+		return time.Time{}
+	}
+	return m.hold.safeUntil()
+}
+
+// Locker returns a sync.Locker view of m for code that needs one. Its Lock
+// calls m.Lock with context.Background() and so waits for as long as it
+// takes; its Unlock calls m.Unlock. Since sync.Locker cannot return errors,
+// both panic with the error when the underlying call fails (Lock only fails
+// for errors that retrying cannot fix, such as a missing bucket; Unlock
+// panics on ErrNotHeld, like sync.Mutex, and on ErrLeaseLost, which means
+// the critical section may have overlapped with another holder).
+func (m *Mutex) Locker() sync.Locker { return locker{m} }
+
+type locker struct{ m *Mutex }
+
+func (l locker) Lock() {
+	if err := l.m.Lock(context.Background()); err != nil {
+		panic(err)
+	}
+}
+
+func (l locker) Unlock() {
+	if err := l.m.Unlock(context.Background()); err != nil {
+		panic(err)
+	}
+}

@@ -1,0 +1,195 @@
+package s3lock
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// Defaults for the options. They are what a Mutex uses when the matching
+// option is not given.
+const (
+	// DefaultTTL is how long a hold lasts after its last write to S3 unless
+	// renewed or released.
+	DefaultTTL = 30 * time.Second
+
+	// DefaultRetryInterval is how long Lock waits between two polls of a
+	// held lock.
+	DefaultRetryInterval = 500 * time.Millisecond
+
+	// DefaultExpiryMargin is the safety margin a contender adds to a hold's
+	// TTL (on top of S3's 1-second timestamp resolution) before it judges
+	// the hold expired.
+	DefaultExpiryMargin = time.Second
+
+	// DefaultReleaseTimeout bounds the release that Unlock and WithLock make
+	// when the caller's context is already done.
+	DefaultReleaseTimeout = 10 * time.Second
+)
+
+// maxTTL bounds WithTTL: a longer lease is almost certainly a unit mistake.
+const maxTTL = 7 * 24 * time.Hour
+
+// Clock supplies wall-clock time. s3lock uses it only for the human-readable
+// timestamps it writes into lock records; expiry is never judged by a
+// client's wall clock (see the package documentation). Tests use it to
+// show that skewed clients still behave.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// Option configures a Mutex in [New].
+type Option func(*options)
+
+type options struct {
+	ttl            time.Duration
+	owner          string
+	ownerSet       bool
+	retryInterval  time.Duration
+	retrySet       bool
+	backoff        backoff.BackOff
+	logger         *slog.Logger
+	clock          Clock
+	expiryMargin   time.Duration
+	autoRenew      time.Duration
+	releaseTimeout time.Duration
+}
+
+// WithTTL sets the lock timeout: how long a hold lasts after its last
+// successful write unless it is renewed or released. Contenders take over
+// a hold only after it has been unchanged in S3 for longer than its TTL
+// plus a margin. It must be positive and at most 7 days.
+// The default is [DefaultTTL].
+func WithTTL(ttl time.Duration) Option {
+	return func(o *options) { o.ttl = ttl }
+}
+
+// WithOwner sets the name recorded in the lock object while this Mutex holds
+// the lock, for humans and diagnostics (it appears in [LockedError.Owner]).
+// It need not be unique: ownership is proven by a random per-write nonce,
+// never by this name. It must be 1 to 256 bytes.
+// The default is "host:pid:random".
+func WithOwner(owner string) Option {
+	return func(o *options) { o.owner, o.ownerSet = owner, true }
+}
+
+// WithRetryInterval sets how long Lock waits between two polls of a lock
+// held by someone else. Each poll is one GET; the lock is written only when
+// a poll finds it free or expired. It cannot be combined with WithBackoff.
+// The default is [DefaultRetryInterval].
+func WithRetryInterval(d time.Duration) Option {
+	return func(o *options) { o.retryInterval = d; o.retrySet = true }
+}
+
+// WithBackoff makes Lock wait between polls as b says (for example
+// backoff.NewExponentialBackOff() for exponential waits with jitter). b is
+// Reset at the start of every Lock. When b returns backoff.Stop, Lock gives
+// up and returns the last *LockedError. Lock calls on one Mutex never use b
+// concurrently, but b must not be shared between Mutex values. It cannot be
+// combined with WithRetryInterval.
+// The default is a constant [DefaultRetryInterval].
+func WithBackoff(b backoff.BackOff) Option {
+	return func(o *options) { o.backoff = b }
+}
+
+// WithLogger sets where the Mutex logs what it does: S3 writes and their
+// outcomes at Debug, takeovers of expired holds and ambiguous outcomes at
+// Warn/Info.
+// The default discards all logs.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.logger = l }
+}
+
+// WithClock replaces the wall clock used for the human-readable timestamps
+// in lock records. It never affects expiry or lease timing, which use
+// S3's timestamps and this process's monotonic clock.
+// The default is the system clock.
+func WithClock(c Clock) Option {
+	return func(o *options) { o.clock = c }
+}
+
+// WithExpiryMargin sets the safety margin added to a hold's TTL before a
+// contender may judge it expired. Raise it for stores whose Date and
+// Last-Modified headers disagree by more than a second.
+// The default is [DefaultExpiryMargin]; it must not be negative.
+func WithExpiryMargin(d time.Duration) Option {
+	return func(o *options) { o.expiryMargin = d }
+}
+
+// WithAutoRenew makes every hold renew itself in the background every
+// interval, so it outlives one TTL for as long as the process is alive and
+// can reach S3. The interval must be positive and at most TTL/3, so a
+// renewal can fail twice and still be retried before the lease runs out.
+// The renewer is one goroutine per hold; Unlock stops it and waits for it.
+// If renewal keeps failing until the lease's safe deadline, or finds that
+// someone else took the lock, the hold's context ([Mutex.Context], and the
+// context WithLock passes to fn) is cancelled with cause [ErrLeaseLost].
+// The default is no renewal: a hold lasts one TTL.
+func WithAutoRenew(interval time.Duration) Option {
+	return func(o *options) { o.autoRenew = interval }
+}
+
+// WithReleaseTimeout bounds the release that Unlock makes when its context
+// is already done, and that WithLock makes after its caller's context was
+// cancelled. It must be positive.
+// The default is [DefaultReleaseTimeout].
+func WithReleaseTimeout(d time.Duration) Option {
+	return func(o *options) { o.releaseTimeout = d }
+}
+
+func defaultOptions() options {
+	return options{
+		ttl:            DefaultTTL,
+		retryInterval:  DefaultRetryInterval,
+		clock:          systemClock{},
+		expiryMargin:   DefaultExpiryMargin,
+		releaseTimeout: DefaultReleaseTimeout,
+		logger:         slog.New(slog.DiscardHandler),
+	}
+}
+
+func defaultOwner() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown-host"
+	}
+	return fmt.Sprintf("%s:%d:%s", host, os.Getpid(), newNonce()[:8])
+}
+
+// validate checks the options once, in New.
+func (o *options) validate() error {
+	switch {
+	case o.ttl <= 0:
+		return fmt.Errorf("%w: TTL must be positive, got %v", ErrInvalidArgument, o.ttl)
+	case o.ttl < time.Millisecond:
+		return fmt.Errorf("%w: TTL must be at least 1ms, got %v", ErrInvalidArgument, o.ttl)
+	case o.ttl > maxTTL:
+		return fmt.Errorf("%w: TTL must be at most %v, got %v", ErrInvalidArgument, maxTTL, o.ttl)
+	case len(o.owner) > 256:
+		return fmt.Errorf("%w: owner must be at most 256 bytes, got %d", ErrInvalidArgument, len(o.owner))
+	case o.retrySet && o.backoff != nil:
+		return fmt.Errorf("%w: WithRetryInterval and WithBackoff cannot be combined", ErrInvalidArgument)
+	case o.retryInterval <= 0:
+		return fmt.Errorf("%w: retry interval must be positive, got %v", ErrInvalidArgument, o.retryInterval)
+	case o.logger == nil:
+		return fmt.Errorf("%w: nil logger", ErrInvalidArgument)
+	case o.clock == nil:
+		return fmt.Errorf("%w: nil clock", ErrInvalidArgument)
+	case o.expiryMargin < 0:
+		return fmt.Errorf("%w: expiry margin must not be negative, got %v", ErrInvalidArgument, o.expiryMargin)
+	case o.autoRenew < 0:
+		return fmt.Errorf("%w: auto-renew interval must be positive, got %v", ErrInvalidArgument, o.autoRenew)
+	case o.autoRenew > o.ttl/3:
+		return fmt.Errorf("%w: auto-renew interval %v must be at most TTL/3 (%v)", ErrInvalidArgument, o.autoRenew, o.ttl/3)
+	case o.releaseTimeout <= 0:
+		return fmt.Errorf("%w: release timeout must be positive, got %v", ErrInvalidArgument, o.releaseTimeout)
+	}
+	return nil
+}
