@@ -24,23 +24,27 @@ func (m *Mutex) WithLock(ctx context.Context, fn func(ctx context.Context) error
 	if err := m.Lock(ctx); err != nil {
 		return err
 	}
-	hold := m.Context()
-	fnCtx, cancel := context.WithCancelCause(ctx)
+	var fnCtx context.Context
+	var cancel context.CancelFunc
 	if m.opts.autoRenew <= 0 {
-		var cancelDeadline context.CancelFunc
-		fnCtx, cancelDeadline = context.WithDeadlineCause(fnCtx, m.SafeUntil(), ErrLeaseLost)
-		defer cancelDeadline()
+		// The lease ends at SafeUntil unless renewed: that is fn's deadline.
+		fnCtx, cancel = context.WithDeadlineCause(ctx, m.SafeUntil(), ErrLeaseLost)
+	} else {
+		// The renewer cancels the hold's context when the lease is lost.
+		hold := m.Context()
+		var cancelCause context.CancelCauseFunc
+		fnCtx, cancelCause = context.WithCancelCause(ctx)
+		stop := context.AfterFunc(hold, func() {
+			if cause := context.Cause(hold); errors.Is(cause, ErrLeaseLost) {
+				cancelCause(cause)
+			}
+		})
+		cancel = func() { stop(); cancelCause(nil) }
 	}
-	stop := context.AfterFunc(hold, func() {
-		if cause := context.Cause(hold); errors.Is(cause, ErrLeaseLost) {
-			cancel(cause)
-		}
-	})
 	// A deferred call runs on return, on panic (which then goes on with
 	// its original stack) and on runtime.Goexit alike.
 	defer func() {
-		stop()
-		cancel(nil)
+		cancel()
 		if uerr := m.Unlock(ctx); uerr != nil {
 			err = errors.Join(err, uerr)
 		}

@@ -55,6 +55,7 @@ type options struct {
 	retryInterval  time.Duration
 	retrySet       bool
 	backoff        backoff.BackOff
+	backoffSet     bool
 	logger         *slog.Logger
 	clock          Clock
 	expiryMargin   time.Duration
@@ -96,7 +97,7 @@ func WithRetryInterval(d time.Duration) Option {
 // combined with WithRetryInterval.
 // The default is a constant [DefaultRetryInterval].
 func WithBackoff(b backoff.BackOff) Option {
-	return func(o *options) { o.backoff = b }
+	return func(o *options) { o.backoff, o.backoffSet = b, true }
 }
 
 // WithLogger sets where the Mutex logs what it does: S3 writes and their
@@ -174,7 +175,9 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: TTL must be at most %v, got %v", ErrInvalidArgument, maxTTL, o.ttl)
 	case len(o.owner) > 256:
 		return fmt.Errorf("%w: owner must be at most 256 bytes, got %d", ErrInvalidArgument, len(o.owner))
-	case o.retrySet && o.backoff != nil:
+	case o.backoffSet && o.backoff == nil:
+		return fmt.Errorf("%w: nil backoff", ErrInvalidArgument)
+	case o.retrySet && o.backoffSet:
 		return fmt.Errorf("%w: WithRetryInterval and WithBackoff cannot be combined", ErrInvalidArgument)
 	case o.retryInterval <= 0:
 		return fmt.Errorf("%w: retry interval must be positive, got %v", ErrInvalidArgument, o.retryInterval)
