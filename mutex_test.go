@@ -715,8 +715,12 @@ func TestNewValidates(t *testing.T) {
 
 func TestLocker(t *testing.T) {
 	srv := s3locktest.New(t)
-	l := newMutex(t, srv, "locks/locker").Locker()
+	m := newMutex(t, srv, "locks/locker")
+	l := m.Locker()
 	l.Lock()
+	if m.Token() == 0 {
+		t.Error("Token() after Locker().Lock() = 0; want the hold's generation")
+	}
 	l.Unlock()
 	defer func() {
 		r := recover()

@@ -1,0 +1,91 @@
+// Package s3lock is a distributed mutual-exclusion lock kept in one Amazon
+// S3 object. Processes on any number of machines that share a bucket can
+// keep a critical section (a cron job, a deploy, a batch step) from
+// running twice at once, with no database, Redis or etcd.
+//
+// # How it works
+//
+// The lock object holds a small JSON record: its state (held or free), the
+// holder's owner name, a random nonce, a fencing generation and the TTL.
+// Every write is a conditional PUT, which S3 applies atomically:
+//
+//   - acquire a lock that does not exist: PutObject with If-None-Match: *
+//   - acquire a free or expired lock: PutObject with If-Match: <the ETag read>
+//   - renew and release: PutObject with If-Match: <our last ETag>
+//
+// When several processes race, S3 applies the first write to finish and
+// answers 412 Precondition Failed to the others, so exactly one wins. The
+// record is never deleted: release overwrites it as free, keeping its
+// generation, and every grant writes generation+1. [Mutex.Token] returns the
+// generation of the current hold, a fencing token that increases across all
+// holders for the life of the object.
+//
+// Each write carries a fresh nonce, so no two writes have the same body,
+// and therefore not the same ETag (an ETag is the MD5 of the body).
+// When a write's answer is lost (a reset connection, a 5xx from a proxy, or
+// the SDK's retry of a write that had been applied getting 412), s3lock
+// reads the object back and compares the nonce before it concludes anything:
+// it never reports "acquired" for a write that was not applied, and never
+// "not acquired" for one that was.
+//
+// # Leases and clocks
+//
+// A hold lasts its TTL ([WithTTL]) after its last successful write, unless
+// it is renewed ([WithAutoRenew]) or released. The holder counts its lease
+// on its own monotonic clock from the moment *before* it sent the write,
+// minus a drift allowance of 1% + 2 ms ([Mutex.SafeUntil]); the context of
+// the hold ([Mutex.Context], and the one WithLock gives fn) is cancelled
+// with cause [ErrLeaseLost] at that point.
+//
+// A contender never compares a time written by one client with another
+// client's clock: clients may be off by hours. It judges a hold expired when
+// either of these, each safe on its own, is true:
+//
+//   - by S3's clock: the GET answer's Date minus the object's Last-Modified
+//     is at least TTL + margin + 1 s. Both headers have 1-second resolution;
+//     the extra second covers the truncation, so the object is provably
+//     older than TTL + margin ([WithExpiryMargin], default 1 s).
+//   - by its own monotonic clock: it has seen the same ETag for at least
+//     TTL + margin since it first saw it (the write happened before).
+//
+// So a takeover happens at the earliest TTL + margin after the holder's last
+// write, and typically within TTL + 2-3 s; the holder's lease ended before
+// TTL. The gap is the safety margin. An object at the key that is not a
+// record s3lock understands (corrupt, foreign, larger than MaxRecordSize)
+// counts as held, and is taken over only once it is older than the TTL by
+// the same rules.
+//
+// # Guarantees and limits
+//
+// While the store honours conditional writes, at most one Mutex holds the
+// lock at any moment as judged by the holders' own lease deadlines. A
+// holder that stalls past its lease (GC pause, swap, a network partition
+// with renewal off) may still act after another process took over: no
+// lease-based lock can prevent that. Use the fencing token: have the
+// resource the lock protects reject writes carrying a token smaller than
+// the largest it has seen.
+//
+// Some S3-compatible stores ignore If-None-Match and If-Match; a lock on
+// them excludes nobody. Check a store with the probe before trusting it.
+//
+// # Cost
+//
+// Requests per operation (PUT costs about 12 times a GET on AWS):
+//
+//   - first acquire by a Mutex: 1 GET + 1 PUT
+//   - release: 1 PUT
+//   - acquire again by the Mutex that released last: 1 PUT
+//   - waiting in Lock: 1 GET per retry interval while held; a PUT only when
+//     a poll finds the lock free or expired
+//   - a lost race (412): 1 extra GET, to report who holds the lock
+//   - renewal: 1 PUT per renewal interval
+//
+// A Mutex needs s3:GetObject and s3:PutObject on the lock key.
+//
+// # In one process
+//
+// A *Mutex is safe for concurrent use and works like sync.Mutex between the
+// goroutines that share it: they wait for each other in memory, without S3
+// requests. Different Mutex values on the same bucket and key, in one
+// process or many, exclude each other through S3.
+package s3lock
