@@ -731,4 +731,3 @@ func TestLocker(t *testing.T) {
 	}()
 	l.Unlock()
 }
-
