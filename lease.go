@@ -296,7 +296,14 @@ func (lm *leaseManager) acquire(ctx context.Context, resolveTimeout time.Duratio
 			return nil, le
 		}
 		if attempt == maxWriteAttempts {
-			return nil, fmt.Errorf("s3lock: acquiring %s: gave up after %d conflicting writes", lm.name(), attempt)
+			// Every write lost a race to another writer, each of which
+			// released again before we read: the lock is busy, so say
+			// so, as TryLock promises (Lock simply polls again).
+			le := &LockedError{Key: lm.key}
+			if s.rec != nil {
+				le.Owner, le.Generation = s.rec.Owner, s.rec.Generation
+			}
+			return nil, le
 		}
 		l, next, err := lm.claim(ctx, s, resolveTimeout)
 		if l != nil || err != nil {
