@@ -80,7 +80,10 @@
 //   - a lost race (412): 1 extra GET, to report who holds the lock
 //   - renewal: 1 PUT per renewal interval
 //
-// A Mutex needs s3:GetObject and s3:PutObject on the lock key.
+// A Mutex needs s3:GetObject and s3:PutObject on the lock key, and
+// s3:ListBucket on the bucket (without it AWS answers a GET of a missing key
+// with 403 rather than 404, and the first acquire of a new lock fails with
+// ErrAccessDenied).
 //
 // # In one process
 //
