@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -133,7 +135,7 @@ func responseDate(md middleware.Metadata) time.Time {
 }
 
 // put writes rec under cond. On success it returns the new ETag.
-func (lm *leaseManager) put(ctx context.Context, rec *record, cond condition) (string, failure, error) {
+func (lm *leaseManager) put(ctx context.Context, rec *record, cond condition, optFns ...func(*s3.Options)) (string, failure, error) {
 	if !cond.create && cond.etag == "" {
 		// An If-Match with no ETag would be sent as an unconditional
 		// PUT: never let that happen.
@@ -153,7 +155,7 @@ func (lm *leaseManager) put(ctx context.Context, rec *record, cond condition) (s
 	} else {
 		in.IfMatch = aws.String(cond.etag)
 	}
-	out, err := lm.client.PutObject(ctx, in)
+	out, err := lm.client.PutObject(ctx, in, optFns...)
 	if err != nil {
 		f, mapped := classify(err, lm.bucket)
 		lm.log.Debug("s3lock: write failed", "key", lm.key, "state", rec.State, "generation", rec.Generation, "error", err)
@@ -206,8 +208,12 @@ func (lm *leaseManager) untilExpired(s *snapshot, ttl time.Duration) time.Durati
 		left = need - s.seenAt.Sub(since)
 	}
 	if !s.serverDate.IsZero() && !s.lastModified.IsZero() {
-		if byS3 := need + time.Second - s.serverDate.Sub(s.lastModified); byS3 < left {
-			left = byS3
+		// Only a positive age counts: Sub saturates at ±292 years, and
+		// subtracting a saturated negative age would overflow.
+		if age := s.serverDate.Sub(s.lastModified); age > 0 {
+			if byS3 := need + time.Second - age; byS3 < left {
+				left = byS3
+			}
 		}
 	}
 	return left
@@ -339,14 +345,15 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, resolveTimeout t
 		lm.forgetOrphan(s)
 		return lm.newLease(etag, rec, start), nil, nil
 	case failConflict:
+		// Nothing was written by the attempt that got the 409; but when
+		// it was an SDK retry, an earlier attempt may have been applied.
 		pause(ctx)
-		return nil, nil, nil
 	case failPermanent:
 		return nil, nil, err
 	}
 	// 412/404: someone else wrote first, or the SDK retried a write of ours
-	// that had been applied. Transport errors, 5xx, cancellation: the write
-	// may or may not have been applied. Read to find out.
+	// that had been applied. 409s, transport errors, 5xx, cancellation: the
+	// write may or may not have been applied. Read to find out.
 	rctx, cancel := resolveContext(ctx, resolveTimeout)
 	defer cancel()
 	now2, rerr := lm.read(rctx)
@@ -516,20 +523,21 @@ func (l *lease) renew(ctx context.Context) error {
 	rec.WrittenAt = l.lm.clock.Now()
 	start := time.Now()
 	newETag, f, err := l.lm.put(ctx, &rec, condition{etag: etag})
-	switch f {
-	case failNone:
+	if f == failNone {
 		l.extend(newETag, &rec, start)
 		return nil
-	case failConflict, failPermanent:
-		return err
 	}
-	if f != failPrecondition && f != failNotFound {
-		l.mu.Lock()
-		l.pending[rec.Nonce] = start
-		l.mu.Unlock()
-		if ctx.Err() != nil {
-			return err
-		}
+	// Whatever the error, an earlier attempt of the SDK's may have been
+	// applied (a 409 or 412 can answer a retry of an applied write):
+	// remember the nonce, so a later read recognizes the record as ours.
+	l.mu.Lock()
+	l.pending[rec.Nonce] = start
+	l.mu.Unlock()
+	switch {
+	case f == failConflict || f == failPermanent:
+		return err
+	case f != failPrecondition && f != failNotFound && ctx.Err() != nil:
+		return err
 	}
 	s, rerr := l.lm.read(ctx)
 	if rerr != nil {
@@ -601,6 +609,12 @@ func (l *lease) lostError(s *snapshot) error {
 // which the next acquire of this Mutex tries first.
 func (l *lease) release(ctx context.Context, resolveTimeout time.Duration) (*snapshot, error) {
 	var lastErr error
+	// sent holds the nonces of the free records this release has tried to
+	// write; uncertain is set once one of them may have been applied
+	// without our hearing of it (a lost answer, a 5xx, or a 412/409 that
+	// came after an SDK retry).
+	var sent []string
+	uncertain := false
 	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
 		l.mu.Lock()
 		rec, etag := l.rec, l.etag
@@ -609,10 +623,20 @@ func (l *lease) release(ctx context.Context, resolveTimeout time.Duration) (*sna
 		rec.Nonce = newNonce()
 		rec.AcquiredAt = time.Time{}
 		rec.WrittenAt = l.lm.clock.Now()
-		newETag, f, err := l.lm.put(ctx, &rec, condition{etag: etag})
+		var attempts atomic.Int32
+		newETag, f, err := l.lm.put(ctx, &rec, condition{etag: etag}, countAttempts(&attempts))
+		sent = append(sent, rec.Nonce)
 		switch f {
 		case failNone:
 			return &snapshot{exists: true, etag: newETag, rec: &rec}, nil
+		case failPrecondition, failNotFound, failConflict:
+			// A plain refusal, unless the SDK had retried.
+			uncertain = uncertain || attempts.Load() != 1
+		case failPermanent:
+		default:
+			uncertain = true
+		}
+		switch f {
 		case failConflict:
 			lastErr = err
 			pause(ctx)
@@ -628,8 +652,12 @@ func (l *lease) release(ctx context.Context, resolveTimeout time.Duration) (*sna
 			l.orphan(rec.Nonce)
 			return nil, errors.Join(err, rerr)
 		}
-		if s.rec != nil && s.rec.Nonce == rec.Nonce {
+		if s.rec != nil && slices.Contains(sent, s.rec.Nonce) {
 			return s, nil
+		}
+		if uncertain && l.landed(s) {
+			l.lm.log.Warn("s3lock: a release reported as failed had been applied; the next holder has moved in", "key", l.lm.key, "error", err)
+			return nil, nil
 		}
 		if aerr := l.adopt(s); aerr != nil {
 			return nil, aerr
@@ -655,4 +683,32 @@ func (l *lease) orphan(extra string) {
 		nonces = append(nonces, extra)
 	}
 	l.lm.addOrphans(nonces...)
+}
+
+// landed reports whether s, read back after a release attempt whose
+// outcome is unknown, proves that the release was applied: the object
+// carries a later generation than ours, and was read before our lease
+// could have expired, so no contender can have taken our hold over by
+// expiry; only our release let the later holders in. (An operator's
+// ForceUnlock racing the release would look the same; the release is then
+// reported done.)
+func (l *lease) landed(s *snapshot) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return s.rec != nil && s.rec.Generation > l.rec.Generation && s.seenAt.Before(l.deadline)
+}
+
+// countAttempts returns an option that counts the HTTP attempts the SDK
+// makes for one call (its retries included).
+func countAttempts(n *atomic.Int32) func(*s3.Options) {
+	return func(o *s3.Options) {
+		// Clip: never append into the client's own APIOptions array.
+		o.APIOptions = append(slices.Clip(o.APIOptions), func(st *middleware.Stack) error {
+			return st.Finalize.Insert(middleware.FinalizeMiddlewareFunc("s3lock:countAttempts",
+				func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+					n.Add(1)
+					return next.HandleFinalize(ctx, in)
+				}), "Retry", middleware.After)
+		})
+	}
 }

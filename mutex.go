@@ -240,17 +240,28 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 	}
 	defer func() { <-m.turn }()
 	l.halt()
+	// A hold context already cancelled here was cancelled for a loss.
+	var lost error
+	if l.ctx.Err() != nil {
+		lost = context.Cause(l.ctx)
+	}
 	rctx, cancel := resolveContext(ctx, m.opts.releaseTimeout)
 	defer cancel()
 	free, err := l.release(rctx, m.opts.releaseTimeout)
 	if err != nil {
 		l.cancel(ErrLeaseLost)
+		if lost != nil && !errors.Is(err, ErrLeaseLost) {
+			err = errors.Join(lost, err)
+		}
 		return err
 	}
 	l.cancel(ErrNotHeld)
 	m.lm.mu.Lock()
 	m.lm.free = free
 	m.lm.mu.Unlock()
+	if lost != nil {
+		return fmt.Errorf("s3lock: Unlock %s: the hold had ended before Unlock (released since): %w", m.lm.name(), lost)
+	}
 	return nil
 }
 

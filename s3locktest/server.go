@@ -36,8 +36,9 @@ type Server struct {
 	bucket  string
 	stats   *Stats
 
-	mu         sync.Mutex // protects latency, transports, closed
+	mu         sync.Mutex // protects latency, faults, transports, closed
 	latency    time.Duration
+	faults     *Faults
 	transports []*http.Transport
 	closed     bool
 }
@@ -72,9 +73,15 @@ func Start(opts ...Option) (*Server, error) {
 	faker := gofakes3.New(backend, gofakes3.WithTimeSkewLimit(0))
 	s := &Server{backend: backend, bucket: c.bucket, latency: c.latency, stats: newStats()}
 	handler := faker.Server()
+	serve := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		handler.ServeHTTP(rw, r)
+		s.stats.record(r.Method, rw.status)
+	})
 	s.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		d := s.latency
+		f := s.faults
 		s.mu.Unlock()
 		if d > 0 {
 			t := time.NewTimer(d)
@@ -84,9 +91,11 @@ func Start(opts ...Option) (*Server, error) {
 				t.Stop()
 			}
 		}
-		rw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		handler.ServeHTTP(rw, r)
-		s.stats.record(r.Method, rw.status)
+		if f != nil {
+			f.serveHTTP(w, r, serve)
+			return
+		}
+		serve(w, r)
 	}))
 	return s, nil
 }

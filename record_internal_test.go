@@ -1,0 +1,168 @@
+package s3lock
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// sameRecord reports whether a and b hold the same values (times compared
+// as instants).
+func sameRecord(a, b *record) bool {
+	return a.Schema == b.Schema && a.State == b.State && a.Owner == b.Owner && a.Nonce == b.Nonce &&
+		a.Generation == b.Generation && a.TTLMillis == b.TTLMillis &&
+		a.AcquiredAt.Equal(b.AcquiredAt) && a.WrittenAt.Equal(b.WrittenAt)
+}
+
+// FuzzDecodeRecord: decodeRecord never panics, rejects bodies larger than
+// MaxRecordSize, accepts only records that satisfy the record invariants,
+// and every record it accepts survives its own encoding unchanged.
+func FuzzDecodeRecord(f *testing.F) {
+	t0 := time.Date(2025, 6, 1, 12, 0, 0, 123456789, time.UTC)
+	for _, r := range []*record{
+		{Schema: 1, State: stateHeld, Owner: "host:1:abcd", Nonce: newNonce(), Generation: 1, TTLMillis: 30000, AcquiredAt: t0, WrittenAt: t0},
+		{Schema: 1, State: stateFree, Owner: "o", Nonce: "n", Generation: 0, TTLMillis: 1, WrittenAt: t0},
+		{Schema: 1, State: stateHeld, Owner: strings.Repeat("<&>", 85), Nonce: "x", Generation: 1<<64 - 1, TTLMillis: maxTTL.Milliseconds(), WrittenAt: t0.In(time.FixedZone("", -9*3600))},
+	} {
+		f.Add(encodeRecord(r))
+	}
+	for _, s := range []string{
+		``, `null`, `{}`, `[]`, `"s3lock"`, `{"s3lock":1}`,
+		`{"s3lock":2,"state":"held","owner":"o","nonce":"n","generation":1,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00Z"}`,
+		`{"s3lock":1,"state":"held","owner":"o","nonce":"n","generation":0,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00Z"}`,
+		`{"s3lock":1,"state":"held","owner":"o","nonce":"n","generation":1,"ttl_ms":-5,"written_at":"2025-01-01T00:00:00Z"}`,
+		`{"s3lock":1,"state":"gone","owner":"o","nonce":"n","generation":1,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00Z"}`,
+		`{"s3lock":1,"state":"free","owner":"o","nonce":"n","generation":1,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00Z","extra":1}`,
+		`{"s3lock":1,"state":"free","owner":"o","nonce":"n","generation":1,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00Z"} {}`,
+		`{"s3lock":1,"state":"free","owner":"o","nonce":"n","generation":1,"ttl_ms":1000,"written_at":"0000-01-01T00:00:00+23:59"}`,
+		`{"s3lock":1,"state":"free","owner":"\ud800","nonce":"n","generation":1,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00.1234567891Z"}`,
+		`{"S3LOCK":1,"STATE":"free","Owner":"o","nonce":"n","generation":1,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00Z"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Add(bytes.Repeat([]byte(" "), MaxRecordSize+1))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := decodeRecord(body)
+		if err != nil {
+			if r != nil {
+				t.Fatalf("decodeRecord() = %+v, %v; want no record with an error", r, err)
+			}
+			return
+		}
+		if len(body) > MaxRecordSize {
+			t.Fatalf("decodeRecord() accepted %d bytes; want refusal above MaxRecordSize (%d)", len(body), MaxRecordSize)
+		}
+		switch {
+		case r.Schema != recordSchema, r.State != stateHeld && r.State != stateFree, r.Nonce == "",
+			r.TTLMillis <= 0, r.ttl() > maxTTL, r.held() && r.Generation == 0:
+			t.Fatalf("decodeRecord() accepted a record breaking the invariants: %+v", r)
+		}
+		enc := encodeRecord(r)
+		if len(enc) > MaxRecordSize {
+			// Only records with fields larger than s3lock ever writes
+			// (JSON escaping can grow a string sixfold) get here.
+			if len(r.Owner) <= 256 && len(r.Nonce) <= 64 {
+				t.Fatalf("a record with a %d-byte owner and a %d-byte nonce encodes to %d bytes, more than MaxRecordSize", len(r.Owner), len(r.Nonce), len(enc))
+			}
+			return
+		}
+		r2, err := decodeRecord(enc)
+		if err != nil {
+			t.Fatalf("decodeRecord(encodeRecord(%+v)) = %v; want it accepted", r, err)
+		}
+		if !sameRecord(r, r2) {
+			t.Fatalf("round trip changed the record:\n%+v\n%+v", r, r2)
+		}
+		if enc2 := encodeRecord(r2); !bytes.Equal(enc, enc2) {
+			t.Fatalf("encoding is not stable:\n%s\n%s", enc, enc2)
+		}
+	})
+}
+
+// apiError builds the error the SDK returns for an S3 answer with the
+// given HTTP status and error code.
+func apiError(status int, code string) error {
+	var err error = &smithy.GenericAPIError{Code: code, Message: "fuzz"}
+	if status != 0 {
+		err = &awshttp.ResponseError{ResponseError: &smithyhttp.ResponseError{
+			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}},
+			Err:      err,
+		}}
+	}
+	return err
+}
+
+// FuzzClassify: classify never panics, keeps the SDK error in what it
+// returns, and agrees with isPermanent, so that Lock neither retries
+// forever on an answer that cannot change nor gives up on one that can.
+func FuzzClassify(f *testing.F) {
+	for _, s := range []struct {
+		status int
+		code   string
+	}{
+		{412, "PreconditionFailed"}, {409, "ConditionalRequestConflict"}, {404, "NoSuchKey"},
+		{404, "NoSuchBucket"}, {403, "AccessDenied"}, {501, "NotImplemented"}, {500, "InternalError"},
+		{503, "SlowDown"}, {429, "TooManyRequests"}, {408, "RequestTimeout"}, {400, "InvalidArgument"},
+		{0, "PreconditionFailed"}, {0, ""}, {301, "PermanentRedirect"}, {200, ""}, {-1, "x"},
+	} {
+		f.Add(s.status, s.code)
+	}
+	f.Fuzz(func(t *testing.T, status int, code string) {
+		in := apiError(status, code)
+		fl, mapped := classify(in, "bucket")
+		if fl == failNone || mapped == nil {
+			t.Fatalf("classify(%d %q) = %v, %v; want a failure", status, code, fl, mapped)
+		}
+		if !errors.Is(mapped, in) {
+			t.Fatalf("classify(%d %q) lost the SDK error: %v", status, code, mapped)
+		}
+		switch fl {
+		case failPermanent:
+			if !isPermanent(mapped) {
+				t.Fatalf("classify(%d %q) = permanent, but isPermanent(%v) = false: Lock would retry forever", status, code, mapped)
+			}
+		case failCanceled:
+			t.Fatalf("classify(%d %q) = canceled without a context error", status, code)
+		default:
+			if isPermanent(mapped) {
+				t.Fatalf("classify(%d %q) = %v, but isPermanent(%v) = true", status, code, fl, mapped)
+			}
+		}
+		switch {
+		case code == "NoSuchBucket":
+			if !errors.Is(mapped, ErrBucketNotFound) {
+				t.Fatalf("classify(%d NoSuchBucket) = %v; want ErrBucketNotFound", status, mapped)
+			}
+		case code == "PreconditionFailed" || status == http.StatusPreconditionFailed:
+			if fl != failPrecondition {
+				t.Fatalf("classify(%d %q) = %v; want failPrecondition", status, code, fl)
+			}
+		case status >= 500 && status != http.StatusNotImplemented && code != "NotImplemented" &&
+			code != "AccessDenied" && code != "ConditionalRequestConflict" && code != "NoSuchKey":
+			if fl != failTransient {
+				t.Fatalf("classify(%d %q) = %v; want failTransient", status, code, fl)
+			}
+		}
+	})
+}
+
+// TestClassifyCanceled: a cancelled context is reported as such, never as
+// an S3 failure.
+func TestClassifyCanceled(t *testing.T) {
+	for _, err := range []error{
+		&smithy.CanceledError{Err: errors.New("canceled")},
+		errors.Join(errors.New("x"), context.Canceled),
+	} {
+		if fl, mapped := classify(err, "b"); fl != failCanceled || mapped != err {
+			t.Errorf("classify(%v) = %v, %v; want failCanceled with the same error", err, fl, mapped)
+		}
+	}
+}
