@@ -1,0 +1,193 @@
+package main
+
+import "strings"
+
+// exitCodesHelp is the exit-code table, shown by "s3lock --help" and
+// "s3lock run --help".
+const exitCodesHelp = `Exit codes:
+  0        success (run: the command exited 0)
+  1-255    run: the command's own exit code, passed through
+           (128+N when the command was killed by signal N)
+  1        probe: the store does NOT honour conditional writes;
+           unlock: the lock changed between its read and its write,
+           nothing was broken
+  2        bad usage or configuration: malformed s3:// URL, unknown flag,
+           missing "--", no credentials or region, unknown profile,
+           missing bucket, access denied; no command was started
+  69       S3 unreachable or failing (network, 5xx) after retries; run did
+           not start the command
+  75       run: the lock is held by someone else and --wait ran out
+           (at once with --wait 0); change it with --conflict-exit-code
+  76       run: the lease was lost while the command ran (renewal failed
+           until the lease's safe deadline, or the lock was taken or
+           broken); the command got SIGTERM, then SIGKILL
+  126/127  run: the command could not be started / was not found; it
+           did not run, and the lock is not held
+  128+N    run: s3lock got signal N while waiting for the lock; the
+           command was not started
+
+  s3lock prints one line on stderr whenever it exits with a code of its
+  own (2, 69, 75, 76, 126, 127, 128+N), so a child's exit 75 and a lock
+  conflict can be told apart in logs; scripts that must tell them apart
+  by code can pick another --conflict-exit-code.
+`
+
+const mainHelp = `s3lock - run commands under a lock kept in one S3 object: flock(1) for
+jobs on many hosts (cron, deploys, CI steps, batch jobs).
+
+Usage:
+  s3lock run [flags] s3://bucket/key -- command [args...]
+  s3lock run [flags] s3://bucket/key -c "shell command"
+  s3lock status [--json] [flags] s3://bucket/key
+  s3lock unlock --force [flags] s3://bucket/key
+  s3lock probe [flags] s3://bucket/prefix
+  s3lock --version
+
+Commands:
+  run      take the lock, run the command while renewing the lease, release
+  status   show whether the lock is free or held, by whom, until when
+  unlock   break a stale or foreign hold (needs --force)
+  probe    check that a store honours conditional writes
+
+Run 's3lock COMMAND --help' for a command's flags and examples.
+
+Examples:
+  # nightly job on many hosts; only one runs at a time, the others skip
+  s3lock run --wait 0 s3://ops-locks/nightly-report -- ./report.sh
+
+  # deploy step that waits up to 10 minutes for the previous deploy
+  s3lock run --wait 10m s3://ops-locks/deploy/prod -- ./deploy.sh
+
+  s3lock status s3://ops-locks/deploy/prod
+
+AWS configuration is the SDK's usual chain (environment, profiles, SSO,
+roles); --profile, --region, --endpoint-url and --path-style override it.
+
+` + exitCodesHelp
+
+const runHelp = `Usage:
+  s3lock run [flags] s3://bucket/key -- command [args...]
+  s3lock run [flags] s3://bucket/key -c "shell command"
+
+Takes the lock at s3://bucket/key, runs the command with it held, and
+releases the lock when the command exits; s3lock then exits with the
+command's exit code. By default run waits for as long as the lock is held
+by someone else; --wait limits that (--wait 0 fails at once, like flock -n).
+
+While the command runs, the lease is renewed every --renew-interval. If it
+is lost (renewal keeps failing until the lease's safe deadline, or someone
+took or broke the lock), the command is sent SIGTERM, then SIGKILL after
+--kill-grace, and s3lock exits 76. If s3lock itself dies, the lock frees
+itself once --ttl has passed since the last renewal.
+
+The command gets stdin, stdout and stderr unchanged, and in its
+environment:
+  S3LOCK_TOKEN   fencing token: the lock's generation, larger for every new
+                 holder; pass it to what you protect and refuse older ones
+  S3LOCK_OWNER   the owner name recorded in the lock
+  S3LOCK_KEY     the lock's key;  S3LOCK_BUCKET  its bucket
+
+SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to s3lock are
+passed on to the command; s3lock releases the lock after the command exits.
+Away from a terminal the command runs in its own process group, and signals
+(and SIGTERM/SIGKILL after a lost lease) go to the whole group. In the
+foreground of a terminal it shares s3lock's process group, so it can read
+the terminal; Ctrl-C then reaches it directly and is not sent twice.
+`
+
+const runMore = `
+Examples:
+  # cron: run the report on one host at a time; skip if another runs it
+  */5 * * * * s3lock run --wait 0 s3://ops-locks/report -- /opt/report.sh
+
+  # CI step: wait up to 15 minutes for the previous deploy, then deploy
+  s3lock run --wait 15m --owner "ci-$BUILD_ID" s3://ops-locks/deploy/prod -- make deploy
+
+  # a shell pipeline; the fencing token in the environment
+  s3lock run s3://ops-locks/db-migrate -c 'migrate --fence "$S3LOCK_TOKEN" up'
+
+  # an S3-compatible store on a custom endpoint
+  s3lock run --endpoint-url http://127.0.0.1:9000 --path-style s3://locks/job -- ./job
+
+` + exitCodesHelp
+
+const statusHelp = `Usage:
+  s3lock status [--json] [flags] s3://bucket/key
+
+Shows whether the lock is free or held, and if held: by whom (owner), since
+when (the holder's clock), until when the lease runs unless renewed (S3's
+clock) and its generation (the fencing token of the hold). It reads the
+lock object with one GET and writes nothing. Exit code 0 whether the lock
+is free or held; 2 for bad usage, a missing bucket or denied access; 69 if
+S3 could not be reached.
+
+With --json it prints one object:
+  {"url", "bucket", "key", "state": "free"|"held"|"expired", "exists",
+   "held", "expired", "owner", "generation", "ttl_ms", "since",
+   "last_modified", "expires_at", "server_time", "etag", "invalid"}
+"expired" means held but not renewed in time: the next contender takes it
+over. Times are RFC 3339 in UTC; absent times are left out.
+`
+
+const statusMore = `
+Examples:
+  s3lock status s3://ops-locks/deploy/prod
+  s3lock status --json s3://ops-locks/deploy/prod | jq -r .owner
+`
+
+const unlockHelp = `Usage:
+  s3lock unlock --force [flags] s3://bucket/key
+
+Breaks the current hold on the lock, stale or not: it reads the lock
+object and overwrites it with a free record, on condition that the object
+is still the one it read (same ETag), so it never breaks a hold it did not
+see. The generation goes up by one, so a holder that comes back finds its
+lease lost (s3lock run stops its command and exits 76) and its fencing
+token outdated. Without --force it only shows the hold and exits 2.
+
+Exit codes: 0 broken (or nothing to break); 1 the lock changed between the
+read and the write (renewed, released or taken over): nothing was broken;
+2 bad usage, no --force, missing bucket or denied access; 69 S3 failing.
+`
+
+const unlockMore = `
+Examples:
+  s3lock unlock s3://ops-locks/deploy/prod           # show what it would break
+  s3lock unlock --force s3://ops-locks/deploy/prod
+`
+
+const probeHelp = `Usage:
+  s3lock probe [flags] s3://bucket/prefix
+
+Checks that the store honours conditional writes (If-None-Match: * and
+If-Match on PutObject), without which a lock would not exclude anyone
+(some S3-compatible stores silently ignore them). It writes a scratch
+object named PREFIX.s3lock-probe-RANDOM four times, twice with conditions
+that must be refused, reads it back and deletes it: 4 PUTs, 1 GET and
+1 DELETE (it needs s3:PutObject, s3:GetObject and s3:DeleteObject there).
+
+Exit codes: 0 honoured; 1 not honoured; 2 bad usage, missing bucket or
+denied access; 69 S3 failing.
+`
+
+const probeMore = `
+Examples:
+  s3lock probe s3://ops-locks/
+  s3lock probe --endpoint-url http://127.0.0.1:9000 --path-style s3://locks/probe/
+`
+
+// shellQuote renders args for a message, quoting those a shell would
+// split or expand.
+func shellQuote(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.IndexFunc(a, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
+		}) < 0 {
+			q[i] = a
+			continue
+		}
+		q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(q, " ")
+}

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/s3lock/s3lock"
+)
+
+func newProbeCommand() (*command, *s3Flags) {
+	o := &s3Flags{}
+	c := newCommand("probe", probeHelp, probeMore)
+	o.register(c)
+	return c, o
+}
+
+// cmdProbe implements "s3lock probe".
+func cmdProbe(args []string, sio streams) error {
+	c, o := newProbeCommand()
+	pos, _, dashdash, err := c.parse(args, sio.stdout)
+	if err != nil {
+		return err
+	}
+	if dashdash {
+		return usageErr("unexpected \"--\"")
+	}
+	u, err := oneURL(c, pos, false)
+	if err != nil {
+		return err
+	}
+	ctx, cancel, err := o.context()
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	client, err := o.aws.client(ctx)
+	if err != nil {
+		return err
+	}
+	err = s3lock.Probe(ctx, client, u.bucket, u.key)
+	switch {
+	case err == nil:
+		fmt.Fprintf(sio.stdout, "%s: conditional writes are honoured (If-None-Match and If-Match on PutObject): s3lock can use this store\n", u)
+		return nil
+	case errors.Is(err, s3lock.ErrConditionalWritesUnsupported):
+		fmt.Fprintf(sio.stdout, "%s: conditional writes are NOT honoured: a lock here would not exclude anyone\n", u)
+		var pe *s3lock.ProbeError
+		if errors.As(err, &pe) {
+			for i, s := range pe.Steps {
+				mark := "ok  "
+				if !s.OK {
+					mark = "FAIL"
+				}
+				fmt.Fprintf(sio.stdout, "  %s %d. %s: got %s, want %s\n", mark, i+1, s.Name, s.Got, s.Want)
+			}
+		}
+		return withCode(exitFailure, err)
+	}
+	return s3Error(err)
+}

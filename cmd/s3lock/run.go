@@ -1,0 +1,380 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/s3lock/s3lock"
+)
+
+// Defaults of run's flags.
+const (
+	defaultKillGrace = 10 * time.Second
+	// releaseTimeout bounds the release after the child has exited.
+	releaseTimeout = 30 * time.Second
+)
+
+// runOpts are run's flags.
+type runOpts struct {
+	aws          awsFlags
+	ttl          time.Duration
+	renew        time.Duration
+	wait         waitFlag
+	nonblock     bool
+	conflictCode int
+	owner        string
+	command      string
+	shell        string
+	killGrace    time.Duration
+	verbose      bool
+}
+
+// waitFlag is --wait: unset means wait for as long as it takes.
+type waitFlag struct {
+	d   time.Duration
+	set bool
+}
+
+func (w *waitFlag) String() string {
+	if w == nil || !w.set {
+		return "forever"
+	}
+	return w.d.String()
+}
+
+// Set accepts a Go duration ("90s", "5m") or a number of seconds ("10",
+// "0.5"), as flock -w does.
+func (w *waitFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		f, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil {
+			return errors.New("want a duration such as 0, 30s or 5m")
+		}
+		d = time.Duration(f * float64(time.Second))
+	}
+	if d < 0 {
+		return errors.New("must not be negative")
+	}
+	w.d, w.set = d, true
+	return nil
+}
+
+func newRunCommand() (*command, *runOpts) {
+	o := &runOpts{}
+	c := newCommand("run", runHelp, runMore)
+	fs := c.fs
+	fs.DurationVar(&o.ttl, "ttl", s3lock.DefaultTTL, "lease `duration`: how long the lock outlives s3lock if it dies without releasing it")
+	fs.DurationVar(&o.renew, "renew-interval", 0, "renew the lease every `duration`; at most TTL/3 (default TTL/3)")
+	fs.Var(&o.wait, "wait", "wait at most `duration` for the lock (0: fail at once if it is held)")
+	c.alias("w", "wait")
+	fs.BoolVar(&o.nonblock, "nonblock", false, "fail at once if the lock is held (same as --wait 0)")
+	c.alias("n", "nonblock")
+	fs.IntVar(&o.conflictCode, "conflict-exit-code", exitConflict, "exit `code` when the lock is held and --wait runs out")
+	c.alias("E", "conflict-exit-code")
+	fs.StringVar(&o.owner, "owner", "", "`name` recorded in the lock for humans (default host:pid:random)")
+	fs.StringVar(&o.command, "command", "", "run `string` with the shell (--shell) instead of a command after --")
+	c.alias("c", "command")
+	fs.StringVar(&o.shell, "shell", "/bin/sh", "`path` of the shell that runs -c strings, as shell -c string")
+	fs.DurationVar(&o.killGrace, "kill-grace", defaultKillGrace, "after a lost lease, wait `duration` between SIGTERM and SIGKILL")
+	fs.BoolVar(&o.verbose, "verbose", false, "log every S3 write of the lock on stderr")
+	c.alias("v", "verbose")
+	o.aws.register(c)
+	return c, o
+}
+
+// cmdRun implements "s3lock run". It returns the child's exit code, or an
+// error carrying s3lock's own.
+func cmdRun(args []string, sio streams) (int, error) {
+	c, o := newRunCommand()
+	pos, tail, dashdash, err := c.parse(args, sio.stdout)
+	if err != nil {
+		return 0, err
+	}
+	argv, err := o.childArgs(pos, tail, dashdash)
+	if err != nil {
+		return 0, err
+	}
+	u, err := oneURL(c, pos, true)
+	if err != nil {
+		return 0, err
+	}
+	if err := o.validate(); err != nil {
+		return 0, err
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return 0, withCode(exitNotFound, fmt.Errorf("command not found: %w", err))
+		}
+		return 0, withCode(exitCannotExec, fmt.Errorf("cannot run command: %w", err))
+	}
+
+	ctx := context.Background()
+	client, err := o.aws.client(ctx)
+	if err != nil {
+		return 0, err
+	}
+	m, err := s3lock.New(client, u.bucket, u.key, o.mutexOptions(sio.stderr)...)
+	if err != nil {
+		return 0, withCode(exitUsage, err)
+	}
+
+	// From here on the signals that would stop s3lock are caught: while
+	// waiting they abandon the wait, while the child runs they are
+	// forwarded to it.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+
+	if err := o.acquire(ctx, m, u, sigs); err != nil {
+		return 0, err
+	}
+	return o.runHeld(m, u, path, argv, sio, sigs)
+}
+
+// childArgs returns the command to run, from -c or after "--".
+func (o *runOpts) childArgs(pos, tail []string, dashdash bool) ([]string, error) {
+	switch {
+	case o.command != "" && dashdash:
+		return nil, usageErr("give the command either with -c or after \"--\", not both")
+	case o.command != "":
+		if len(pos) > 1 {
+			return nil, usageErr("unexpected arguments after %s: %q (with -c the whole command is its string)", pos[0], pos[1:])
+		}
+		return []string{o.shell, "-c", o.command}, nil
+	case !dashdash && len(pos) > 1:
+		return nil, usageErr("missing \"--\" before the command: s3lock run [flags] s3://bucket/key -- %s", shellQuote(pos[1:]))
+	case !dashdash:
+		return nil, usageErr("missing \"--\" and the command to run: s3lock run [flags] s3://bucket/key -- command [args...]")
+	case len(tail) == 0:
+		return nil, usageErr("missing the command after \"--\"")
+	}
+	return tail, nil
+}
+
+func (o *runOpts) validate() error {
+	switch {
+	case o.conflictCode < 0 || o.conflictCode > 255:
+		return usageErr("--conflict-exit-code must be 0..255, got %d", o.conflictCode)
+	case o.killGrace <= 0:
+		return usageErr("--kill-grace must be positive, got %v", o.killGrace)
+	case o.ttl < time.Second:
+		return usageErr("--ttl must be at least 1s, got %v", o.ttl)
+	case o.renew < 0:
+		return usageErr("--renew-interval must be positive, got %v", o.renew)
+	case o.renew > o.ttl/3:
+		return usageErr("--renew-interval %v must be at most TTL/3 (%v)", o.renew, o.ttl/3)
+	case o.nonblock && o.wait.set && o.wait.d != 0:
+		return usageErr("--nonblock and --wait %v contradict each other", o.wait.d)
+	}
+	if o.nonblock {
+		o.wait = waitFlag{d: 0, set: true}
+	}
+	if o.renew == 0 {
+		o.renew = o.ttl / 3
+	}
+	return nil
+}
+
+func (o *runOpts) mutexOptions(stderr io.Writer) []s3lock.Option {
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	opts := []s3lock.Option{
+		s3lock.WithTTL(o.ttl),
+		s3lock.WithAutoRenew(o.renew),
+		s3lock.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))),
+	}
+	if o.owner != "" {
+		opts = append(opts, s3lock.WithOwner(o.owner))
+	}
+	if o.wait.set && o.wait.d > 0 {
+		opts = append(opts, s3lock.WithBackoff(&deadlineBackOff{wait: o.wait.d, interval: s3lock.DefaultRetryInterval}))
+	}
+	return opts
+}
+
+// deadlineBackOff polls every interval until wait has passed since Reset,
+// then stops, so that Lock returns the last attempt's error (a
+// *LockedError when the lock was simply held).
+type deadlineBackOff struct {
+	wait, interval time.Duration
+	deadline       time.Time
+}
+
+func (b *deadlineBackOff) Reset() { b.deadline = time.Now().Add(b.wait) }
+
+func (b *deadlineBackOff) NextBackOff() time.Duration {
+	left := time.Until(b.deadline)
+	if left <= 0 {
+		return backoff.Stop
+	}
+	return min(left, b.interval)
+}
+
+// errInterrupted is the cause of the wait's context when a signal ends it.
+var errInterrupted = errors.New("interrupted")
+
+// acquire takes the lock as --wait says. A terminating signal abandons the
+// wait (and releases the lock if it was taken meanwhile).
+func (o *runOpts) acquire(ctx context.Context, m *s3lock.Mutex, u s3URL, sigs <-chan os.Signal) error {
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := make(chan struct{})
+	got := make(chan os.Signal, 1)
+	go func() {
+		defer close(got)
+		for {
+			select {
+			case s := <-sigs:
+				if terminating(s) {
+					got <- s
+					cancel(errInterrupted)
+					return
+				}
+			case <-stop:
+				return
+			}
+		}
+	}()
+	var err error
+	if o.wait.set && o.wait.d == 0 {
+		err = m.TryLock(actx)
+	} else {
+		err = m.Lock(actx)
+	}
+	close(stop)
+	if s, ok := <-got; ok {
+		if err == nil {
+			rctx, rcancel := context.WithTimeout(ctx, releaseTimeout)
+			_ = m.Unlock(rctx)
+			rcancel()
+		}
+		return withCode(exitSignal+signalNumber(s), fmt.Errorf("%v while waiting for %s; the command was not run", s, u))
+	}
+	if err == nil {
+		return nil
+	}
+	switch {
+	case errors.Is(err, s3lock.ErrLocked):
+		how := "--wait 0"
+		if o.wait.d > 0 {
+			how = "waited " + o.wait.d.String()
+		}
+		return withCode(o.conflictCode, fmt.Errorf("%s is held by someone else (%s): %w", u, how, err))
+	case isConfigError(err):
+		return withCode(exitUsage, err)
+	}
+	return withCode(exitUnavailable, fmt.Errorf("acquiring %s: %w", u, err))
+}
+
+// isConfigError reports S3 errors that retrying the same command cannot
+// fix.
+func isConfigError(err error) bool {
+	return errors.Is(err, s3lock.ErrBucketNotFound) || errors.Is(err, s3lock.ErrAccessDenied) ||
+		errors.Is(err, s3lock.ErrInvalidArgument) || errors.Is(err, s3lock.ErrConditionalWritesUnsupported)
+}
+
+// s3Error gives err the exit code its kind calls for.
+func s3Error(err error) error {
+	if isConfigError(err) {
+		return withCode(exitUsage, err)
+	}
+	return withCode(exitUnavailable, err)
+}
+
+// runHeld runs the child while m holds the lock, then releases it.
+func (o *runOpts) runHeld(m *s3lock.Mutex, u s3URL, path string, argv []string, sio streams, sigs <-chan os.Signal) (int, error) {
+	var lost error
+	release := func() error {
+		timeout := releaseTimeout
+		if lost != nil {
+			// The lock frees itself within a TTL anyway; do not keep
+			// a failing store busy for longer than that.
+			timeout = min(timeout, o.ttl)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return m.Unlock(ctx)
+	}
+	hold := m.Context()
+	cmd := exec.Command(path, argv[1:]...)
+	cmd.Args[0] = argv[0]
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = sio.stdin, sio.stdout, sio.stderr
+	cmd.Env = append(os.Environ(),
+		"S3LOCK_TOKEN="+strconv.FormatUint(m.Token(), 10),
+		"S3LOCK_OWNER="+m.Owner(),
+		"S3LOCK_KEY="+u.key,
+		"S3LOCK_BUCKET="+u.bucket,
+	)
+	proc := prepareChild(cmd, sio.stdin)
+	if hold.Err() != nil {
+		// Lost between the acquire and now (a very long stall): never
+		// start the command without the lock.
+		_ = release()
+		return 0, withCode(exitLeaseLost, fmt.Errorf("%s before the command was started; it was not run", lostReason(context.Cause(hold), u)))
+	}
+	if err := cmd.Start(); err != nil {
+		_ = release()
+		return 0, withCode(exitCannotExec, fmt.Errorf("cannot run %s: %w", argv[0], err))
+	}
+	waited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait() // the exit status is read from cmd.ProcessState
+		close(waited)
+	}()
+
+	var killAt <-chan time.Time
+	holdDone := hold.Done()
+	for running := true; running; {
+		select {
+		case s := <-sigs:
+			proc.forward(s)
+		case <-holdDone:
+			holdDone = nil
+			lost = context.Cause(hold)
+			fmt.Fprintf(sio.stderr, "s3lock run: %s; sending SIGTERM to the command, SIGKILL in %v\n", lostReason(lost, u), o.killGrace)
+			proc.terminate()
+			killAt = time.After(o.killGrace)
+		case <-killAt:
+			killAt = nil
+			fmt.Fprintf(sio.stderr, "s3lock run: the command is still running %v after SIGTERM; sending SIGKILL\n", o.killGrace)
+			proc.kill()
+		case <-waited:
+			running = false
+		}
+	}
+	code := exitStatus(cmd.ProcessState)
+	uerr := release()
+	if lost != nil {
+		return 0, withCode(exitLeaseLost, fmt.Errorf("%s; the command was stopped (its status: %s)", lostReason(lost, u), cmd.ProcessState))
+	}
+	if uerr != nil {
+		if errors.Is(uerr, s3lock.ErrLeaseLost) {
+			return 0, withCode(exitLeaseLost, fmt.Errorf("lease on %s was lost before the command ended (%w): the command (exit %d) may have overlapped another holder", u, uerr, code))
+		}
+		fmt.Fprintf(sio.stderr, "s3lock run: warning: could not release %s (%v); it stays held until its TTL (%v) runs out\n", u, oneLine(uerr.Error()), o.ttl)
+	}
+	return code, nil
+}
+
+// lostReason says why a hold ended, from its context's cause.
+func lostReason(cause error, u s3URL) string {
+	if cause == nil || cause.Error() == s3lock.ErrLeaseLost.Error() {
+		return fmt.Sprintf("lease lost: %s could not be renewed before its safe deadline", u)
+	}
+	return strings.TrimPrefix(cause.Error(), "s3lock: ")
+}

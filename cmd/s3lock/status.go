@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/s3lock/s3lock"
+)
+
+// defaultTimeout bounds status, unlock and probe.
+const defaultTimeout = 30 * time.Second
+
+// statusJSON is the shape of "s3lock status --json". Times are RFC 3339;
+// those marked S3 are S3's clock (Last-Modified, Date), since is the
+// holder's own clock. Zero times are left out.
+type statusJSON struct {
+	URL    string `json:"url"`
+	Bucket string `json:"bucket"`
+	Key    string `json:"key"`
+	// State is "free" (no object, or released), "held", or "expired"
+	// (held, but not renewed for longer than its TTL plus margins: the
+	// next contender takes it over).
+	State        string    `json:"state"`
+	Exists       bool      `json:"exists"`
+	Held         bool      `json:"held"`
+	Expired      bool      `json:"expired"`
+	Owner        string    `json:"owner"`
+	Generation   uint64    `json:"generation"`
+	TTLMillis    int64     `json:"ttl_ms,omitempty"`
+	Since        time.Time `json:"since,omitzero"`
+	LastModified time.Time `json:"last_modified,omitzero"`
+	ExpiresAt    time.Time `json:"expires_at,omitzero"`
+	ServerTime   time.Time `json:"server_time,omitzero"`
+	ETag         string    `json:"etag,omitempty"`
+	Invalid      string    `json:"invalid,omitempty"`
+}
+
+func toJSON(u s3URL, st *s3lock.LockStatus) statusJSON {
+	j := statusJSON{
+		URL: u.String(), Bucket: st.Bucket, Key: st.Key, State: stateOf(st),
+		Exists: st.Exists, Held: st.Held, Expired: st.Expired, Owner: st.Owner,
+		Generation: st.Generation, TTLMillis: st.TTL.Milliseconds(),
+		Since: st.AcquiredAt.UTC(), LastModified: st.LastModified.UTC(),
+		ExpiresAt: st.ExpiresAt.UTC(), ServerTime: st.ServerTime.UTC(), ETag: st.ETag,
+	}
+	if st.Invalid != nil {
+		j.Invalid = st.Invalid.Error()
+	}
+	return j
+}
+
+func stateOf(st *s3lock.LockStatus) string {
+	switch {
+	case !st.Held:
+		return "free"
+	case st.Expired:
+		return "expired"
+	}
+	return "held"
+}
+
+const timeFormat = time.RFC3339
+
+// describe writes the human form of st.
+func describe(w io.Writer, u s3URL, st *s3lock.LockStatus) {
+	switch {
+	case !st.Exists:
+		fmt.Fprintf(w, "%s: free (no lock object yet)\n", u)
+		return
+	case !st.Held:
+		fmt.Fprintf(w, "%s: free\n", u)
+		fmt.Fprintf(w, "  generation:  %d (the next holder gets %d)\n", st.Generation, st.Generation+1)
+		if st.Owner != "" {
+			fmt.Fprintf(w, "  released by: %s\n", st.Owner)
+		}
+		if !st.LastModified.IsZero() {
+			fmt.Fprintf(w, "  released:    %s (S3's clock)\n", st.LastModified.UTC().Format(timeFormat))
+		}
+		return
+	case st.Invalid != nil:
+		fmt.Fprintf(w, "%s: held by an object that is not an s3lock lock (%v)\n", u, st.Invalid)
+	case st.Expired:
+		fmt.Fprintf(w, "%s: expired (held, but not renewed in time: the next contender takes it over)\n", u)
+	default:
+		fmt.Fprintf(w, "%s: held\n", u)
+	}
+	if st.Invalid == nil {
+		fmt.Fprintf(w, "  owner:       %s\n", st.Owner)
+		fmt.Fprintf(w, "  generation:  %d\n", st.Generation)
+	}
+	if !st.AcquiredAt.IsZero() {
+		fmt.Fprintf(w, "  since:       %s (the holder's clock)\n", st.AcquiredAt.UTC().Format(timeFormat))
+	}
+	if !st.LastModified.IsZero() {
+		fmt.Fprintf(w, "  last write:  %s (S3's clock)\n", st.LastModified.UTC().Format(timeFormat))
+	}
+	if !st.ExpiresAt.IsZero() {
+		rel := ""
+		if !st.ServerTime.IsZero() {
+			if d := st.ExpiresAt.Sub(st.ServerTime); d > 0 {
+				rel = fmt.Sprintf("; in %v unless renewed", d)
+			} else {
+				rel = fmt.Sprintf("; %v ago", -d)
+			}
+		}
+		fmt.Fprintf(w, "  expires:     %s (S3's clock%s)\n", st.ExpiresAt.UTC().Format(timeFormat), rel)
+	}
+	if st.TTL > 0 {
+		fmt.Fprintf(w, "  ttl:         %v\n", st.TTL)
+	}
+}
+
+// s3Flags are the flags of the commands that make a few S3 requests.
+type s3Flags struct {
+	aws     awsFlags
+	timeout time.Duration
+}
+
+func (f *s3Flags) register(c *command) {
+	c.fs.DurationVar(&f.timeout, "timeout", defaultTimeout, "give up after `duration`")
+	f.aws.register(c)
+}
+
+func (f *s3Flags) context() (context.Context, context.CancelFunc, error) {
+	if f.timeout <= 0 {
+		return nil, nil, usageErr("--timeout must be positive, got %v", f.timeout)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
+	return ctx, cancel, nil
+}
+
+type statusOpts struct {
+	s3Flags
+	json bool
+}
+
+func newStatusCommand() (*command, *statusOpts) {
+	o := &statusOpts{}
+	c := newCommand("status", statusHelp, statusMore)
+	c.fs.BoolVar(&o.json, "json", false, "print the status as one JSON object")
+	o.register(c)
+	return c, o
+}
+
+// cmdStatus implements "s3lock status".
+func cmdStatus(args []string, sio streams) error {
+	c, o := newStatusCommand()
+	pos, _, dashdash, err := c.parse(args, sio.stdout)
+	if err != nil {
+		return err
+	}
+	if dashdash {
+		return usageErr("unexpected \"--\"")
+	}
+	u, err := oneURL(c, pos, true)
+	if err != nil {
+		return err
+	}
+	ctx, cancel, err := o.context()
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	client, err := o.aws.client(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := s3lock.Inspect(ctx, client, u.bucket, u.key)
+	if err != nil {
+		return s3Error(err)
+	}
+	if o.json {
+		enc := json.NewEncoder(sio.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(toJSON(u, st))
+	}
+	describe(sio.stdout, u, st)
+	return nil
+}
+
+type unlockOpts struct {
+	s3Flags
+	force bool
+}
+
+func newUnlockCommand() (*command, *unlockOpts) {
+	o := &unlockOpts{}
+	c := newCommand("unlock", unlockHelp, unlockMore)
+	c.fs.BoolVar(&o.force, "force", false, "really break the hold (without it, unlock only shows what it would break)")
+	c.alias("f", "force")
+	o.register(c)
+	return c, o
+}
+
+// cmdUnlock implements "s3lock unlock --force".
+func cmdUnlock(args []string, sio streams) error {
+	c, o := newUnlockCommand()
+	pos, _, dashdash, err := c.parse(args, sio.stdout)
+	if err != nil {
+		return err
+	}
+	if dashdash {
+		return usageErr("unexpected \"--\"")
+	}
+	u, err := oneURL(c, pos, true)
+	if err != nil {
+		return err
+	}
+	ctx, cancel, err := o.context()
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	client, err := o.aws.client(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := s3lock.Inspect(ctx, client, u.bucket, u.key)
+	if err != nil {
+		return s3Error(err)
+	}
+	if !st.Held {
+		describe(sio.stdout, u, st)
+		fmt.Fprintf(sio.stdout, "nothing to break: %s is not held\n", u)
+		return nil
+	}
+	if !o.force {
+		describe(sio.stdout, u, st)
+		return usageErr("refusing to break the hold of %s on %s without --force", holderName(st), u)
+	}
+	broken, err := s3lock.ForceUnlock(ctx, client, u.bucket, u.key, st.ETag)
+	if errors.Is(err, s3lock.ErrChanged) {
+		return withCode(exitFailure, fmt.Errorf("%s changed after it was read (renewed, released or taken); nothing was broken: run 's3lock status %s' and try again", u, u))
+	}
+	if err != nil {
+		return s3Error(err)
+	}
+	fmt.Fprintf(sio.stdout, "broke the hold of %s on %s: generation %d", holderName(broken), u, broken.Generation)
+	if !broken.AcquiredAt.IsZero() {
+		fmt.Fprintf(sio.stdout, ", held since %s", broken.AcquiredAt.UTC().Format(timeFormat))
+	}
+	if !broken.ExpiresAt.IsZero() {
+		fmt.Fprintf(sio.stdout, ", expiring %s (S3's clock)", broken.ExpiresAt.UTC().Format(timeFormat))
+	}
+	if broken.Expired {
+		fmt.Fprint(sio.stdout, "; it had expired")
+	} else {
+		fmt.Fprint(sio.stdout, "; it was live: its holder finds its lease lost at its next renewal")
+	}
+	fmt.Fprintln(sio.stdout, ".")
+	if now, err := s3lock.Inspect(ctx, client, u.bucket, u.key); err == nil {
+		fmt.Fprintf(sio.stdout, "now %s, generation %d\n", stateOf(now), now.Generation)
+	}
+	return nil
+}
+
+func holderName(st *s3lock.LockStatus) string {
+	if st.Invalid != nil {
+		return "an invalid lock object"
+	}
+	return fmt.Sprintf("%q", st.Owner)
+}
