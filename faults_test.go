@@ -61,7 +61,7 @@ type hammerReport struct {
 func runHammer(t *testing.T, srv *s3locktest.Server, mutexes, sections int, clientFor func(i int) *s3.Client) hammerReport {
 	t.Helper()
 	ctx := context.Background()
-	counter := &counterStore{client: srv.Client(), bucket: srv.Bucket(), key: "hammer/counter"}
+	counter := &s3locktest.Counter{Client: srv.Client(), Bucket: srv.Bucket(), Key: "hammer/counter"}
 	var (
 		r        hammerReport
 		inside   atomic.Int32
@@ -100,9 +100,9 @@ func runHammer(t *testing.T, srv *s3locktest.Server, mutexes, sections int, clie
 				if prev := maxToken.Swap(tok); tok <= prev {
 					atomic.AddInt64(&r.staleTokens, 1)
 				}
-				n, err := counter.get(ctx)
+				n, err := counter.Get(ctx)
 				if err == nil {
-					err = counter.put(ctx, n+1)
+					err = counter.Set(ctx, n+1)
 				}
 				if err != nil {
 					record(fmt.Errorf("counter: %w", err))
@@ -129,7 +129,7 @@ func runHammer(t *testing.T, srv *s3locktest.Server, mutexes, sections int, clie
 		t.Error(err)
 	}
 	var err error
-	if r.counter, err = counter.get(ctx); err != nil {
+	if r.counter, err = counter.Get(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return r

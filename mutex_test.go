@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -130,38 +129,6 @@ func TestExactlyOneWinner(t *testing.T) {
 	}
 }
 
-// counterStore is a read-modify-write counter kept in S3, deliberately not
-// atomic: only the lock keeps increments from being lost.
-type counterStore struct {
-	client *s3.Client
-	bucket string
-	key    string
-}
-
-func (c *counterStore) get(ctx context.Context) (int, error) {
-	out, err := c.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &c.bucket, Key: &c.key})
-	if err != nil {
-		var nsk interface{ ErrorCode() string }
-		if errors.As(err, &nsk) && nsk.ErrorCode() == "NoSuchKey" {
-			return 0, nil
-		}
-		return 0, err
-	}
-	defer out.Body.Close()
-	b, err := io.ReadAll(out.Body)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(string(b))
-}
-
-func (c *counterStore) put(ctx context.Context, n int) error {
-	_, err := c.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket: &c.bucket, Key: &c.key, Body: strings.NewReader(strconv.Itoa(n)),
-	})
-	return err
-}
-
 // TestCounterHammer runs many critical sections from many Mutex values
 // (and several goroutines sharing one Mutex), each a GET→+1→PUT of a
 // counter in S3. The counter must end exact, no two sections may overlap,
@@ -171,7 +138,7 @@ func TestCounterHammer(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	counter := &counterStore{client: srv.Client(), bucket: srv.Bucket(), key: "data/counter"}
+	counter := &s3locktest.Counter{Client: srv.Client(), Bucket: srv.Bucket(), Key: "data/counter"}
 
 	var inside atomic.Int32
 	var overlaps atomic.Int32
@@ -192,11 +159,11 @@ func TestCounterHammer(t *testing.T) {
 			}
 			lastToken = tok
 			tokMu.Unlock()
-			n, err := counter.get(ctx)
+			n, err := counter.Get(ctx)
 			if err != nil {
 				return err
 			}
-			return counter.put(ctx, n+1)
+			return counter.Set(ctx, n+1)
 		}
 	}
 
@@ -227,7 +194,7 @@ func TestCounterHammer(t *testing.T) {
 		t.Errorf("WithLock() = %v", err)
 	}
 	want := (mutexes + sharedGoroutines) * perWorker
-	got, err := counter.get(ctx)
+	got, err := counter.Get(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,12 +15,9 @@ import (
 	"log"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/s3lock/s3lock"
 	"github.com/s3lock/s3lock/s3locktest"
@@ -58,6 +55,7 @@ func run(out io.Writer, workers, increments int, latency, retry time.Duration) e
 	start := time.Now()
 	for w := range workers {
 		client := srv.Client()
+		counter := &s3locktest.Counter{Client: client, Bucket: srv.Bucket(), Key: counterKey}
 		m, err := s3lock.New(client, srv.Bucket(), lockKey,
 			s3lock.WithOwner(fmt.Sprintf("worker-%d", w)), s3lock.WithRetryInterval(retry))
 		if err != nil {
@@ -72,11 +70,8 @@ func run(out io.Writer, workers, increments int, latency, retry time.Duration) e
 					mu.Lock()
 					latencies = append(latencies, time.Since(asked))
 					mu.Unlock()
-					n, err := readCounter(ctx, client, srv.Bucket(), counterKey)
-					if err != nil {
-						return err
-					}
-					return writeCounter(ctx, client, srv.Bucket(), counterKey, n+1)
+					_, err := counter.Increment(ctx) // GET → +1 → PUT
+					return err
 				})
 				if err != nil {
 					mu.Lock()
@@ -94,7 +89,7 @@ func run(out io.Writer, workers, increments int, latency, retry time.Duration) e
 	if firstErr != nil {
 		return firstErr
 	}
-	final, err := readCounter(ctx, srv.Client(), srv.Bucket(), counterKey)
+	final, err := (&s3locktest.Counter{Client: srv.Client(), Bucket: srv.Bucket(), Key: counterKey}).Get(ctx)
 	if err != nil {
 		return err
 	}
@@ -129,26 +124,4 @@ func pct(sorted []time.Duration, p int) time.Duration {
 	i := (len(sorted)*p + 99) / 100
 	i = min(max(i-1, 0), len(sorted)-1)
 	return sorted[i].Round(100 * time.Microsecond)
-}
-
-func readCounter(ctx context.Context, c *s3.Client, bucket, key string) (int, error) {
-	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
-	if err != nil {
-		var coded interface{ ErrorCode() string }
-		if errors.As(err, &coded) && coded.ErrorCode() == "NoSuchKey" {
-			return 0, nil
-		}
-		return 0, err
-	}
-	defer out.Body.Close()
-	b, err := io.ReadAll(out.Body)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(string(b))
-}
-
-func writeCounter(ctx context.Context, c *s3.Client, bucket, key string, n int) error {
-	_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: strings.NewReader(strconv.Itoa(n))})
-	return err
 }

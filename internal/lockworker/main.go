@@ -13,23 +13,19 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/s3locktest"
 )
 
 func main() {
@@ -76,19 +72,19 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	w := &worker{client: client, bucket: *bucket, counterKey: *counterKey}
+	w := &s3locktest.Counter{Client: client, Bucket: *bucket, Key: *counterKey}
 	for range *iterations {
 		if err := m.Lock(ctx); err != nil {
 			fail(fmt.Errorf("locking: %w", err))
 		}
 		token := m.Token()
-		v, err := w.read(ctx)
+		v, err := w.Get(ctx)
 		if err != nil {
 			fail(err)
 		}
 		say("ACQUIRED %d %d", token, v)
 		time.Sleep(*hold)
-		if err := w.write(ctx, v+1); err != nil {
+		if err := w.Set(ctx, v+1); err != nil {
 			fail(err)
 		}
 		say("COMMITTED %d %d", token, v+1)
@@ -112,44 +108,4 @@ func say(format string, args ...any) {
 func fail(err error) {
 	fmt.Fprintf(os.Stderr, "lockworker: %v\n", err)
 	os.Exit(1)
-}
-
-// worker reads and writes the shared counter object.
-type worker struct {
-	client     *s3.Client
-	bucket     string
-	counterKey string
-}
-
-// read returns the counter's value; a missing counter is 0.
-func (w *worker) read(ctx context.Context) (int, error) {
-	out, err := w.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &w.bucket, Key: &w.counterKey})
-	if err != nil {
-		var re *awshttp.ResponseError
-		if errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound {
-			return 0, nil
-		}
-		return 0, fmt.Errorf("reading counter: %w", err)
-	}
-	defer out.Body.Close()
-	b, err := io.ReadAll(out.Body)
-	if err != nil {
-		return 0, fmt.Errorf("reading counter: %w", err)
-	}
-	v, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 0, fmt.Errorf("counter holds %q: %w", b, err)
-	}
-	return v, nil
-}
-
-func (w *worker) write(ctx context.Context, v int) error {
-	body := strconv.Itoa(v)
-	_, err := w.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket: &w.bucket, Key: &w.counterKey, Body: strings.NewReader(body),
-	})
-	if err != nil {
-		return fmt.Errorf("writing counter: %w", err)
-	}
-	return nil
 }
