@@ -62,17 +62,20 @@ type leaseManager struct {
 	// orphans are nonces of held records this Mutex wrote whose outcome it
 	// could not learn; a record carrying one is ours to take back.
 	orphans []string
+	// pace is what Lock remembers to pace its polls (see wait.go).
+	pace pacing
 }
 
 // snapshot is the lock object as one GET (or one of our writes) left it.
 type snapshot struct {
 	exists       bool
 	etag         string
-	rec          *record   // nil when the object is absent or invalid
-	invalid      error     // why the object is not a record, when it is not
-	lastModified time.Time // S3's clock, 1 s resolution
-	serverDate   time.Time // S3's clock (Date header), 1 s resolution
-	seenAt       time.Time // this process's clock (monotonic) when the answer arrived
+	rec          *record       // nil when the object is absent or invalid
+	invalid      error         // why the object is not a record, when it is not
+	lastModified time.Time     // S3's clock, 1 s resolution
+	serverDate   time.Time     // S3's clock (Date header), 1 s resolution
+	seenAt       time.Time     // this process's clock (monotonic) when the answer arrived
+	rtt          time.Duration // how long the GET took (0 for our own writes)
 }
 
 // condition is the precondition of a PUT.
@@ -86,13 +89,14 @@ func (lm *leaseManager) name() string { return "s3://" + lm.bucket + "/" + lm.ke
 // read GETs the lock object, reading at most MaxRecordSize+1 bytes.
 // A missing object is a snapshot with exists == false, not an error.
 func (lm *leaseManager) read(ctx context.Context) (*snapshot, error) {
+	sent := time.Now()
 	out, err := lm.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &lm.bucket, Key: &lm.key})
 	seenAt := time.Now()
 	if err != nil {
 		f, mapped := classify(err, lm.bucket)
 		if f == failNotFound {
 			lm.observe("", seenAt)
-			return &snapshot{seenAt: seenAt}, nil
+			return &snapshot{seenAt: seenAt, rtt: seenAt.Sub(sent)}, nil
 		}
 		return nil, fmt.Errorf("s3lock: reading %s: %w", lm.name(), mapped)
 	}
@@ -107,6 +111,7 @@ func (lm *leaseManager) read(ctx context.Context) (*snapshot, error) {
 		lastModified: aws.ToTime(out.LastModified),
 		serverDate:   responseDate(out.ResultMetadata),
 		seenAt:       seenAt,
+		rtt:          seenAt.Sub(sent),
 	}
 	rec, perr := decodeRecord(body)
 	switch {
@@ -285,12 +290,11 @@ func resolveContext(ctx context.Context, timeout time.Duration) (context.Context
 
 // acquire makes one attempt to take the lock. On success it returns the
 // new lease. When the lock is held by someone else it returns a
-// *LockedError; other errors come from S3.
-func (lm *leaseManager) acquire(ctx context.Context, resolveTimeout time.Duration) (*lease, error) {
-	lm.mu.Lock()
-	s := lm.free
-	lm.free = nil
-	lm.mu.Unlock()
+// *LockedError; other errors come from S3. For Lock, w is its waiter: it
+// may leave a lock that judge finds claimable to an earlier waiter, and
+// acquire then returns a *deferral (see wait.go); TryLock passes nil.
+func (lm *leaseManager) acquire(ctx context.Context, resolveTimeout time.Duration, w *waiter) (*lease, error) {
+	s := lm.takeFree(w)
 	for attempt := 0; ; attempt++ {
 		if s == nil {
 			var err error
@@ -298,7 +302,18 @@ func (lm *leaseManager) acquire(ctx context.Context, resolveTimeout time.Duratio
 				return nil, err
 			}
 		}
-		if le := lm.judge(s); le != nil {
+		le := lm.judge(s)
+		var waited uint64
+		if w != nil {
+			claim, n := w.decide(s, le)
+			switch {
+			case le != nil:
+				return nil, le
+			case !claim:
+				return nil, &deferral{}
+			}
+			waited = n
+		} else if le != nil {
 			return nil, le
 		}
 		if attempt == maxWriteAttempts {
@@ -311,7 +326,7 @@ func (lm *leaseManager) acquire(ctx context.Context, resolveTimeout time.Duratio
 			}
 			return nil, le
 		}
-		l, next, err := lm.claim(ctx, s, resolveTimeout)
+		l, next, err := lm.claim(ctx, s, waited, resolveTimeout)
 		if l != nil || err != nil {
 			return l, err
 		}
@@ -319,10 +334,10 @@ func (lm *leaseManager) acquire(ctx context.Context, resolveTimeout time.Duratio
 	}
 }
 
-// claim writes a held record over s. It returns the lease when the write
-// is ours, or the snapshot to judge next when the object changed under us
-// (nil: read it again), or an error.
-func (lm *leaseManager) claim(ctx context.Context, s *snapshot, resolveTimeout time.Duration) (*lease, *snapshot, error) {
+// claim writes a held record over s, with waited as its Waited. It returns
+// the lease when the write is ours, or the snapshot to judge next when the
+// object changed under us (nil: read it again), or an error.
+func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64, resolveTimeout time.Duration) (*lease, *snapshot, error) {
 	gen := uint64(1)
 	if s.rec != nil {
 		gen = s.rec.Generation + 1
@@ -337,11 +352,13 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, resolveTimeout t
 		TTLMillis:  lm.ttl.Milliseconds(),
 		AcquiredAt: now,
 		WrittenAt:  now,
+		Waited:     waited,
 	}
 	start := time.Now() // the lease counts from before the request is sent
 	etag, f, err := lm.put(ctx, rec, condition{create: !s.exists, etag: s.etag})
 	switch f {
 	case failNone:
+		lm.noteRTT(time.Since(start))
 		lm.forgetOrphan(s)
 		return lm.newLease(etag, rec, start), nil, nil
 	case failConflict:

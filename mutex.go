@@ -25,6 +25,8 @@ type Mutex struct {
 	// holds the lock through this Mutex or is acquiring it.
 	turn chan struct{}
 
+	probe probeOnce // the store probe's verdict, with WithProbe
+
 	mu   sync.Mutex // protects hold
 	hold *lease
 }
@@ -131,7 +133,11 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 		<-m.turn
 		return fmt.Errorf("s3lock: TryLock %s: %w", m.lm.name(), err)
 	}
-	l, err := m.lm.acquire(ctx, m.opts.releaseTimeout)
+	if err := m.checkStore(ctx); err != nil {
+		<-m.turn
+		return err
+	}
+	l, err := m.lm.acquire(ctx, m.opts.releaseTimeout, nil)
 	if err != nil {
 		<-m.turn
 		return err
@@ -141,11 +147,17 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 }
 
 // Lock acquires the lock, waiting while someone else holds it. While it
-// waits it polls the lock object with one GET per retry interval (see
-// [WithRetryInterval] and [WithBackoff]) and writes only when a poll finds
-// the lock free or expired; it polls early when the current hold is due to
-// expire before the next poll. Transient S3 errors are retried the same
-// way.
+// waits it polls the lock object with GETs, never more than one retry
+// interval apart (see [WithRetryInterval] and [WithBackoff]), more often
+// when its turn is near, and early when the current hold is due to expire
+// before the next poll. It writes only when a poll finds the lock free or
+// expired. Waiters take a free lock in the order they arrived: one that
+// finds it free while an earlier waiter is still waiting (each lock record
+// says how long its holder waited) leaves it to that waiter for a few
+// round trips, and takes it only if it is still free then. So contenders
+// seldom write in vain, and a Mutex that unlocks and locks again while
+// others wait goes to the back of the queue. Transient S3 errors are
+// retried at the retry interval.
 //
 // On failure m does not hold the lock, and the error is one of: an error
 // wrapping ctx.Err() when ctx ends first; the last *LockedError when the
@@ -156,6 +168,10 @@ func (m *Mutex) Lock(ctx context.Context) error {
 	case m.turn <- struct{}{}:
 	case <-ctx.Done():
 		return fmt.Errorf("s3lock: Lock %s: %w", m.lm.name(), ctx.Err())
+	}
+	if err := m.checkStoreRetrying(ctx); err != nil {
+		<-m.turn
+		return err
 	}
 	l, err := m.wait(ctx)
 	if err != nil {
@@ -173,6 +189,7 @@ func (m *Mutex) wait(ctx context.Context) (*lease, error) {
 		b = backoff.NewConstantBackOff(m.opts.retryInterval)
 	}
 	b.Reset()
+	w := m.lm.newWaiter(m.opts.retryInterval)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -180,7 +197,7 @@ func (m *Mutex) wait(ctx context.Context) (*lease, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("s3lock: Lock %s: %w", m.lm.name(), err)
 		}
-		l, err := m.lm.acquire(ctx, m.opts.releaseTimeout)
+		l, err := m.lm.acquire(ctx, m.opts.releaseTimeout, w)
 		if err == nil {
 			return l, nil
 		}
@@ -190,12 +207,22 @@ func (m *Mutex) wait(ctx context.Context) (*lease, error) {
 		if isPermanent(err) {
 			return nil, err
 		}
+		var df *deferral
+		deferred := errors.As(err, &df)
 		next := b.NextBackOff()
 		if next == backoff.Stop {
+			if deferred && !w.force {
+				// The lock is free: take it rather than give up.
+				w.force = true
+				continue
+			}
 			return nil, err
 		}
 		var le *LockedError
-		if errors.As(err, &le) {
+		if deferred {
+			next = w.pollIn(next)
+		} else if errors.As(err, &le) {
+			next = w.pollIn(next)
 			if le.RetryAfter > 0 && le.RetryAfter < next {
 				next = le.RetryAfter
 			}
@@ -207,6 +234,34 @@ func (m *Mutex) wait(ctx context.Context) (*lease, error) {
 		case <-timer.C:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("s3lock: Lock %s: %w (last attempt: %v)", m.lm.name(), ctx.Err(), err)
+		}
+	}
+}
+
+// checkStore runs the store probe once, with WithProbe.
+func (m *Mutex) checkStore(ctx context.Context) error {
+	if !m.opts.probe {
+		return nil
+	}
+	return m.probe.check(ctx, m.lm.client, m.lm.bucket, m.lm.key)
+}
+
+// checkStoreRetrying is checkStore for Lock: a probe that could not reach a
+// verdict is tried again every retry interval until ctx ends.
+func (m *Mutex) checkStoreRetrying(ctx context.Context) error {
+	for {
+		err := m.checkStore(ctx)
+		var pe *ProbeError
+		if err == nil || errors.As(err, &pe) || isPermanent(err) {
+			return err
+		}
+		m.lm.log.Warn("s3lock: store probe failed; retrying", "key", m.lm.key, "error", err)
+		t := time.NewTimer(m.opts.retryInterval)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("s3lock: Lock %s: probing the store: %w (last attempt: %v)", m.lm.name(), ctx.Err(), err)
 		}
 	}
 }

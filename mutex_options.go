@@ -16,8 +16,8 @@ const (
 	// renewed or released.
 	DefaultTTL = 30 * time.Second
 
-	// DefaultRetryInterval is how long Lock waits between two polls of a
-	// held lock.
+	// DefaultRetryInterval is the longest Lock waits between two polls of
+	// a held lock.
 	DefaultRetryInterval = 500 * time.Millisecond
 
 	// DefaultExpiryMargin is the safety margin a contender adds to a hold's
@@ -61,6 +61,7 @@ type options struct {
 	expiryMargin   time.Duration
 	autoRenew      time.Duration
 	releaseTimeout time.Duration
+	probe          bool
 }
 
 // WithTTL sets the lock timeout: how long a hold lasts after its last
@@ -81,9 +82,10 @@ func WithOwner(owner string) Option {
 	return func(o *options) { o.owner, o.ownerSet = owner, true }
 }
 
-// WithRetryInterval sets how long Lock waits between two polls of a lock
-// held by someone else. Each poll is one GET; the lock is written only when
-// a poll finds it free or expired. It cannot be combined with WithBackoff.
+// WithRetryInterval sets the longest Lock waits between two polls of a
+// lock held by someone else (it polls faster when its turn is near, see
+// [Mutex.Lock]). Each poll is one GET; the lock is written only when a
+// poll finds it free or expired. It cannot be combined with WithBackoff.
 // The default is [DefaultRetryInterval].
 func WithRetryInterval(d time.Duration) Option {
 	return func(o *options) { o.retryInterval = d; o.retrySet = true }
@@ -135,6 +137,20 @@ func WithExpiryMargin(d time.Duration) Option {
 // The default is no renewal: a hold lasts one TTL.
 func WithAutoRenew(interval time.Duration) Option {
 	return func(o *options) { o.autoRenew = interval }
+}
+
+// WithProbe makes the Mutex check, once, before its first acquire, that
+// the store honours conditional writes (see [Probe]); on a store that does
+// not, TryLock and Lock return an error matching
+// [ErrConditionalWritesUnsupported] and never write the lock. The probe
+// costs four PUTs, a GET and a DELETE, on a scratch object named after the
+// key (key + ".s3lock-probe-…", so a policy granting "key*" covers it); its
+// verdict is kept for the life of the Mutex. A probe that fails for a
+// transient reason is retried by the next acquire (Lock retries it at the
+// retry interval).
+// The default is no probe.
+func WithProbe() Option {
+	return func(o *options) { o.probe = true }
 }
 
 // WithReleaseTimeout bounds the release that Unlock makes when its context

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -226,4 +227,53 @@ func ExampleProbe() {
 	// Output:
 	// s3locktest: <nil>
 	// ignoring store: true
+}
+
+// TestWithProbe: a Mutex made WithProbe refuses a store that ignores
+// conditional writes (where, without the probe, everyone would "acquire"),
+// and on an honest store probes once and then locks as usual.
+func TestWithProbe(t *testing.T) {
+	ctx := context.Background()
+	t.Run("store ignoring conditions", func(t *testing.T) {
+		srv := s3locktest.New(t)
+		srv.SetFaults(s3locktest.NewFaults(1, s3locktest.FaultConfig{IgnoreConditions: true}))
+		a := newMutex(t, srv, "locks/probe", s3lock.WithProbe())
+		if err := a.TryLock(ctx); !errors.Is(err, s3lock.ErrConditionalWritesUnsupported) {
+			t.Fatalf("TryLock() = %v; want ErrConditionalWritesUnsupported", err)
+		}
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := a.Lock(lctx); !errors.Is(err, s3lock.ErrConditionalWritesUnsupported) {
+			t.Fatalf("Lock() = %v; want ErrConditionalWritesUnsupported at once", err)
+		}
+		if st, err := s3lock.Inspect(ctx, srv.Client(), srv.Bucket(), "locks/probe"); err != nil || st.Exists {
+			t.Errorf("Inspect() = %+v, %v; want no lock object written", st, err)
+		}
+	})
+	t.Run("honest store", func(t *testing.T) {
+		srv := s3locktest.New(t)
+		m := newMutex(t, srv, "locks/probe", s3lock.WithProbe())
+		before := srv.Stats().Snapshot()
+		if err := m.TryLock(ctx); err != nil {
+			t.Fatalf("TryLock() = %v", err)
+		}
+		first := srv.Stats().Snapshot().Sub(before)
+		if err := m.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mid := srv.Stats().Snapshot()
+		if err := m.Lock(ctx); err != nil {
+			t.Fatalf("Lock() = %v", err)
+		}
+		again := srv.Stats().Snapshot().Sub(mid)
+		if err := m.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if first.Method(http.MethodPut) < 5 {
+			t.Errorf("first acquire made %d PUTs; want the probe's 4 plus the lock's", first.Method(http.MethodPut))
+		}
+		if again.Total() != 1 {
+			t.Errorf("second acquire made %d requests; want 1 (the probe runs once)", again.Total())
+		}
+	})
 }

@@ -36,6 +36,12 @@ type record struct {
 	TTLMillis  int64     `json:"ttl_ms"`
 	AcquiredAt time.Time `json:"acquired_at,omitzero"` // holder's clock, for humans
 	WrittenAt  time.Time `json:"written_at"`           // writer's clock, for humans
+	// Waited is how many grants the holder waited through (as counted by
+	// generations) before this one; absent (0) when it did not wait. A
+	// release keeps it. Waiters compare it with their own count to queue
+	// in order (see wait.go); it is a scheduling hint only, never used to
+	// decide whether the lock may be taken.
+	Waited uint64 `json:"waited,omitempty"`
 }
 
 func (r *record) ttl() time.Duration { return time.Duration(r.TTLMillis) * time.Millisecond }

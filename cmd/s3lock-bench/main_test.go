@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	// The contended scenario starts worker processes from this binary.
+	if raw := os.Getenv(workerEnv); raw != "" {
+		os.Exit(workerMain(raw))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// TestRunSmall runs every scenario briefly against the embedded server and
+// checks the figures that do not depend on timing.
+func TestRunSmall(t *testing.T) {
+	chart := filepath.Join(t.TempDir(), "chart.svg")
+	var stdout, stderr bytes.Buffer
+	args := []string{
+		"--latency", "2ms", "--scenarios", "uncontended,contended,keys", "--workers", "3",
+		"--retry", "10ms", "--duration", "400ms", "--warmup", "200ms", "--cycles", "5",
+		"--keys", "1,3", "--keys-duration", "200ms", "--contenders", "1,2", "--chart", chart,
+		"--json", "--progress", "never",
+	}
+	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("run() = %v; stderr: %s", err, stderr.String())
+	}
+	var rep report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("output is not JSON: %v\n%s", err, stdout.String())
+	}
+	byName := map[string]row{}
+	var sweep int
+	for _, r := range rep.Rows {
+		if len(r.Errors) > 0 {
+			t.Errorf("%s: errors %v", r.Name, r.Errors)
+		}
+		if r.LostUpdates != 0 || r.DupTokens != 0 {
+			t.Errorf("%s: %d lost updates, %d duplicate tokens; want 0", r.Name, r.LostUpdates, r.DupTokens)
+		}
+		if r.Scenario == "sweep" {
+			sweep++
+			continue
+		}
+		byName[r.Name] = r
+	}
+	if sweep != 2 {
+		t.Errorf("%d sweep rows; want 2 (1 and 2 contenders)", sweep)
+	}
+	for _, tc := range []struct {
+		name      string
+		get, puts float64
+	}{
+		{"warm TryLock+Unlock cycle", 0, 2},
+		{"first acquire, existing free lock", 1, 1},
+		{"first acquire, absent lock", 1, 1},
+	} {
+		r, ok := byName[tc.name]
+		if !ok {
+			t.Errorf("no row %q", tc.name)
+			continue
+		}
+		if r.Ops != 5 || r.LockGET != tc.get || r.LockPUT != tc.puts || r.LockPUT412 != 0 {
+			t.Errorf("%s: %d ops, %.2f GET, %.2f PUT, %.2f 412 per op; want 5 ops, %.0f GET, %.0f PUT, 0 412", tc.name, r.Ops, r.LockGET, r.LockPUT, r.LockPUT412, tc.get, tc.puts)
+		}
+		wantUSD := 1e6 * (tc.puts*usdPerPUT + tc.get*usdPerGET)
+		if d := r.USDPerMillion - wantUSD; d > 1e-9 || d < -1e-9 {
+			t.Errorf("%s: USD per million = %v; want %v", tc.name, r.USDPerMillion, wantUSD)
+		}
+	}
+	c, ok := byName["3 processes, retry 10ms"]
+	switch {
+	case !ok:
+		t.Error("no contended row")
+	case c.Ops == 0 || c.Workers != 3 || c.LockPUT < 1 || c.Jain <= 0:
+		t.Errorf("contended row = %+v; want grants from 3 workers, PUTs and a fairness index", c)
+	}
+	if k, ok := byName["3 keys, 1 worker each"]; !ok || k.Ops == 0 {
+		t.Errorf("keys row = %+v; want grants", k)
+	}
+	svg, err := os.ReadFile(chart)
+	if err != nil || !strings.Contains(string(svg), "<svg") {
+		t.Errorf("chart: %v; want an SVG file", err)
+	}
+}
+
+func TestTableAndFlags(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	args := []string{"--latency", "0", "--scenarios", "uncontended", "--cycles", "3", "--progress", "never"}
+	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("run() = %v", err)
+	}
+	for _, want := range []string{"warm Lock+Unlock cycle", "first acquire, absent lock", "$/M ops"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	for _, bad := range [][]string{
+		{"--latency", "fast"},
+		{"--scenarios", "nope"},
+		{"--workers", "0"},
+		{"--endpoint", "http://127.0.0.1:1"}, // no --bucket
+		{"extra"},
+	} {
+		if err := run(context.Background(), bad, &stdout, &stderr); err == nil {
+			t.Errorf("run(%q) = nil; want an error", bad)
+		}
+	}
+}
+
+func TestMedianRow(t *testing.T) {
+	runs := [][]row{
+		{{Name: "x", PerSecond: 10, LockPUT: 2, LostUpdates: 0, MaxMS: 5}},
+		{{Name: "x", PerSecond: 30, LockPUT: 3, LostUpdates: 1, MaxMS: 9}},
+		{{Name: "x", PerSecond: 20, LockPUT: 2.5, LostUpdates: 0, MaxMS: 7}},
+	}
+	got := medianRuns(runs)[0]
+	if got.PerSecond != 20 || got.LockPUT != 2.5 || got.MaxMS != 7 || got.MaxWaitMS != 9 || got.LostUpdates != 1 || got.Runs != 3 {
+		t.Errorf("medianRuns = %+v; want medians 20/s, 2.5 PUT, max 7 (9 over runs), lost updates summed to 1, 3 runs", got)
+	}
+}
+
+func TestCheckFailsOnLostUpdates(t *testing.T) {
+	if err := check(&report{Rows: []row{{Name: "ok"}}}); err != nil {
+		t.Errorf("check(clean) = %v; want nil", err)
+	}
+	for _, r := range []row{{Name: "a", LostUpdates: 1}, {Name: "b", DupTokens: 2}, {Name: "c", Errors: []string{"boom"}}} {
+		if err := check(&report{Rows: []row{r}}); err == nil {
+			t.Errorf("check(%+v) = nil; want an error", r)
+		}
+	}
+}

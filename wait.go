@@ -1,0 +1,336 @@
+package s3lock
+
+import (
+	"time"
+)
+
+// How Lock waits: the waiters of a lock form a queue without any write of
+// their own and without talking to each other.
+//
+// Every record carries the generation of its grant, and a grant's record
+// carries Waited: how many grants its holder waited through before it. A
+// waiter counts the grants since it arrived (its age, from the generations
+// it polls). When it finds the lock free it takes it at once only if it
+// has waited at least as long as the last holder did (age >= Waited of the
+// free record); younger waiters leave the lock to it for a while, polling
+// at most one retry interval apart, and take it only if it is still free
+// once they have given every older waiter time to act. With every worker
+// looping, ages are distinct, so exactly one waiter writes per grant (no
+// herd of PUTs that all fail but one), in the order of arrival (no
+// starvation). A Mutex that releases after waiting is the youngest waiter
+// of the next round, so it does not take the lock straight back.
+//
+// The waiter next in line polls faster while the hold it waits for is
+// young (at most maxFastPolls times per hold), and the one after it polls
+// about twice per grant, so hand-offs take a fraction of a round trip
+// more than the writes themselves. Nobody ever sleeps longer than one
+// retry interval between polls.
+//
+// None of this decides whether the lock may be taken: that is judge's
+// business, and every write stays conditional. A wrong or hostile Waited
+// only makes waiters poll at a different pace or leave a free lock alone
+// for at most maxDeferRank units of a few round trips (and not at all
+// once the free record is staleFree old), polling no less than once per
+// retry interval.
+
+// warmStreakLimit bounds how many times in a row Lock re-acquires with a
+// single If-Match PUT over the free record its Mutex just wrote, without
+// reading the lock. Such re-acquires cannot see waiters; after this many,
+// Lock reads first (one GET more), which gives a waiter that found the
+// lock held by a looping Mutex every time a round trip to write first;
+// once it has, Waited is set and the queue takes over.
+const warmStreakLimit = 16
+
+// coolDown is how many Locks after one that met contention (found the lock
+// held, or left it to an older waiter) read the lock first instead of
+// writing straight over their own free record. A Mutex that took its own
+// free record back because the waiter ahead of it was slow wrote Waited 0,
+// and so would otherwise re-acquire blindly for up to warmStreakLimit
+// rounds while that waiter loses every race.
+const coolDown = 4
+
+// maxFastPolls bounds how many fast polls the next waiter in line makes
+// per hold: a hold that lasts longer is polled once per retry interval.
+const maxFastPolls = 4
+
+// maxDeferRank bounds how many older waiters a waiter leaves a free lock
+// to, whatever Waited says: a free lock is taken within maxDeferRank units
+// (a few round trips each) even if every older waiter has gone.
+const maxDeferRank = 16
+
+// staleFree is how old (by S3's Date − Last-Modified, whole seconds) a free
+// record must look before its Waited is ignored: whoever was queued then
+// has gone.
+const staleFree = 2 * time.Second
+
+// minPoll is the shortest pause between two polls.
+const minPoll = time.Millisecond
+
+// pacing is what a Mutex remembers between Lock calls to pace its polls.
+// It is protected by leaseManager.mu.
+type pacing struct {
+	rtt        time.Duration // EWMA of the duration of our GETs
+	periodTime time.Duration // decayed sums of observed time and grants:
+	periodGens float64       // periodTime / periodGens is the grant period
+	streak     int           // consecutive warm re-acquires
+	cool       int           // Locks left that read first (see coolDown)
+}
+
+// grantPeriod returns the observed time between two grants (0 if unknown).
+func (p *pacing) grantPeriod() time.Duration {
+	if p.periodGens < 1 {
+		return 0
+	}
+	return time.Duration(float64(p.periodTime) / p.periodGens)
+}
+
+// waiter is the state of one Lock call while it waits: its place in the
+// queue and what its next poll should be.
+type waiter struct {
+	lm       *leaseManager
+	interval time.Duration // the current retry interval
+
+	arrived bool   // arrival is known
+	arrival uint64 // generation of the first grant this waiter waits out
+	sawHeld bool   // a poll found the lock held by someone else
+	yielded bool   // this waiter left a free lock to an older one
+
+	// The free record this waiter is leaving to older waiters, and since
+	// when (monotonic) it has seen it.
+	freeETag  string
+	freeSince time.Time
+
+	// The held record the last poll found, and how many fast polls it has
+	// had.
+	heldETag  string
+	fastPolls int
+
+	lastGen uint64    // generation of the last poll, for the grant period
+	lastAt  time.Time // when that poll answered (zero: none yet)
+
+	force bool // claim any claimable lock (the backoff gave up waiting)
+
+	// What the last decision asks of the next poll.
+	deferred  bool          // leaving a free lock to older waiters
+	deferLeft time.Duration // how much longer to leave it
+	rank      int64         // polls of a held lock: grants ahead of us (<= 0: next)
+}
+
+func (lm *leaseManager) newWaiter(interval time.Duration) *waiter {
+	return &waiter{lm: lm, interval: interval, rank: 1 << 30}
+}
+
+// takeFree returns the snapshot acquire should start from (nil: read the
+// lock first). After a release it is the free record we wrote: TryLock
+// (w == nil) writes over it at once (the warm path) if the hold was
+// uncontended; Lock does too, unless it already did warmStreakLimit times
+// in a row or met contention lately (coolDown), in which case it reads
+// first. After a contended hold, Lock
+// takes the free record as its first poll (so it queues behind the waiters
+// without a request) and TryLock reads first.
+func (lm *leaseManager) takeFree(w *waiter) *snapshot {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	s := lm.free
+	lm.free = nil
+	switch {
+	case s == nil:
+		lm.pace.streak = 0
+		return nil
+	case s.rec != nil && s.rec.Waited == 0 && (w == nil || lm.pace.streak < warmStreakLimit && lm.pace.cool == 0):
+		lm.pace.streak++
+		return s
+	case s.rec != nil && s.rec.Waited == 0:
+		// Read first this time: a waiter that polled while the lock was
+		// free writes before our GET and PUT are through.
+		lm.pace.streak = 0
+		lm.pace.cool = max(lm.pace.cool-1, 0)
+		return nil
+	}
+	lm.pace.streak = 0
+	if w == nil {
+		return nil
+	}
+	c := *s
+	if c.seenAt.IsZero() {
+		c.seenAt = time.Now()
+	}
+	return &c
+}
+
+// decide looks at a poll's snapshot s (le is judge's verdict: nil when the
+// lock may be taken) and says whether to claim it now, and with what
+// Waited. When it says no, pollIn tells when to poll next.
+func (w *waiter) decide(s *snapshot, le *LockedError) (claim bool, waited uint64) {
+	gen := uint64(0)
+	if s.rec != nil {
+		gen = s.rec.Generation
+	}
+	w.observe(s, gen)
+	w.deferred = false
+	if le != nil {
+		w.sawHeld = true
+		if s.rec == nil {
+			w.rank = 1 << 30
+			return false, 0
+		}
+		if !w.arrived || gen+1 < w.arrival {
+			w.arrival, w.arrived = gen, true
+		}
+		if s.etag != w.heldETag {
+			w.heldETag, w.fastPolls = s.etag, 0
+		}
+		w.rank = int64(s.rec.Waited) - int64(w.age(gen))
+		return false, 0
+	}
+	if w.force || !s.exists || s.rec == nil || s.rec.held() {
+		// Absent, invalid and expired, expired, or an orphan of ours.
+		return true, w.waited(s)
+	}
+	if !w.arrived || gen+1 < w.arrival {
+		w.arrival, w.arrived = gen+1, true
+	}
+	age := w.age(gen)
+	if age >= s.rec.Waited || w.stale(s) {
+		return true, w.waited(s)
+	}
+	total := time.Duration(min(s.rec.Waited-age, maxDeferRank)) * w.unit()
+	if s.etag != w.freeETag {
+		w.freeETag, w.freeSince = s.etag, s.seenAt
+	}
+	left := total - s.seenAt.Sub(w.freeSince)
+	if left <= 0 {
+		return true, w.waited(s)
+	}
+	w.deferred, w.deferLeft, w.yielded = true, left, true
+	return false, 0
+}
+
+// age is how many grants, up to and including generation gen, have been
+// given since this waiter arrived.
+func (w *waiter) age(gen uint64) uint64 {
+	if !w.arrived || gen+1 < w.arrival {
+		return 0
+	}
+	return gen + 1 - w.arrival
+}
+
+// waited is the Waited of the record we write when claiming over s: our
+// age, at least 1 if we found the lock held, and at most one more than
+// s's Waited. Waited estimates how many waiters queue behind a holder; a
+// waiter that was kept waiting long while the queue was not working (a
+// looping Mutex re-acquiring blindly) must not make the next waiters
+// defer to a queue that is not there, and the queue grows by at most one
+// waiter per grant. It also starts the cool-down when this wait met
+// contention.
+func (w *waiter) waited(s *snapshot) uint64 {
+	if w.sawHeld || w.yielded {
+		w.lm.mu.Lock()
+		w.lm.pace.cool = coolDown
+		w.lm.mu.Unlock()
+	}
+	var gen uint64
+	if s.rec != nil {
+		gen = s.rec.Generation
+	}
+	n := w.age(gen)
+	if w.sawHeld {
+		n = max(n, 1)
+	}
+	if s.rec != nil {
+		n = min(n, s.rec.Waited+1)
+	}
+	return n
+}
+
+// stale reports a free record old enough by S3's clock that its Waited
+// no longer describes anyone.
+func (w *waiter) stale(s *snapshot) bool {
+	return !s.serverDate.IsZero() && !s.lastModified.IsZero() && s.serverDate.Sub(s.lastModified) >= staleFree
+}
+
+// noteRTT feeds the round-trip time with the duration of one request.
+func (lm *leaseManager) noteRTT(d time.Duration) {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	lm.pace.noteRTT(d)
+}
+
+func (p *pacing) noteRTT(d time.Duration) {
+	switch {
+	case d <= 0:
+	case p.rtt == 0:
+		p.rtt = d
+	default:
+		p.rtt += (d - p.rtt) / 4
+	}
+}
+
+// observe feeds the round-trip time and the grant period.
+func (w *waiter) observe(s *snapshot, gen uint64) {
+	lm := w.lm
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	lm.pace.noteRTT(s.rtt)
+	if s.seenAt.IsZero() {
+		return
+	}
+	if !w.lastAt.IsZero() && gen >= w.lastGen && s.seenAt.After(w.lastAt) {
+		const decay = 0.9
+		lm.pace.periodTime = time.Duration(float64(lm.pace.periodTime)*decay) + s.seenAt.Sub(w.lastAt)
+		lm.pace.periodGens = lm.pace.periodGens*decay + float64(gen-w.lastGen)
+	}
+	w.lastGen, w.lastAt = gen, s.seenAt
+}
+
+// fast is the pause between polls of the waiter next in line.
+func (w *waiter) fast() time.Duration {
+	w.lm.mu.Lock()
+	rtt := w.lm.pace.rtt
+	w.lm.mu.Unlock()
+	f := w.interval / 4
+	if rtt > 0 {
+		f = min(f, rtt/2)
+	}
+	return max(f, minPoll)
+}
+
+// unit is how long a waiter leaves a free lock to each older waiter: one
+// fast poll of theirs plus a GET and a PUT, and a round trip's worth of
+// slack for the time clients take between requests.
+func (w *waiter) unit() time.Duration {
+	w.lm.mu.Lock()
+	rtt := w.lm.pace.rtt
+	w.lm.mu.Unlock()
+	if rtt == 0 {
+		rtt = w.interval / 4
+	}
+	return w.fast() + 3*rtt
+}
+
+// pollIn returns how long to wait before the next poll, given the retry
+// interval the backoff asks for. It is never more than interval.
+func (w *waiter) pollIn(interval time.Duration) time.Duration {
+	w.interval = interval
+	switch {
+	case w.deferred:
+		return max(min(interval, w.deferLeft), minPoll)
+	case w.rank <= 0 && w.fastPolls < maxFastPolls:
+		w.fastPolls++
+		return min(interval, w.fast())
+	case w.rank == 1:
+		w.lm.mu.Lock()
+		period := w.lm.pace.grantPeriod()
+		w.lm.mu.Unlock()
+		if period > 0 {
+			return min(interval, max(w.fast(), period/2))
+		}
+	}
+	return interval
+}
+
+// deferral is what acquire returns to Lock when it leaves a free lock to an
+// older waiter: poll again after pollIn.
+type deferral struct{}
+
+func (*deferral) Error() string { return "s3lock: leaving the free lock to an earlier waiter" }
