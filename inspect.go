@@ -62,7 +62,13 @@ func Inspect(ctx context.Context, client S3API, bucket, key string) (*LockStatus
 // record whose generation is one more than the broken hold's, so a holder
 // that comes back finds its lease lost and its fencing token outdated.
 // It returns the status of what it broke. On an ETag mismatch it returns an
-// error matching ErrChanged and writes nothing.
+// error matching ErrChanged and writes nothing. When the object is not an
+// s3lock record, its generation cannot be known and the free record starts
+// again at generation 0, so fencing tokens restart at 1 (a protected
+// resource that remembers the largest token it saw will then refuse them
+// until told otherwise; that errs on the safe side). Acquiring over such an
+// object after its TTL does the same.
+
 func ForceUnlock(ctx context.Context, client S3API, bucket, key, etag string) (*LockStatus, error) {
 	lm, err := inspector(client, bucket, key)
 	if err != nil {
