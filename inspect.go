@@ -68,7 +68,6 @@ func Inspect(ctx context.Context, client S3API, bucket, key string) (*LockStatus
 // resource that remembers the largest token it saw will then refuse them
 // until told otherwise; that errs on the safe side). Acquiring over such an
 // object after its TTL does the same.
-
 func ForceUnlock(ctx context.Context, client S3API, bucket, key, etag string) (*LockStatus, error) {
 	lm, err := inspector(client, bucket, key)
 	if err != nil {
