@@ -17,26 +17,12 @@ func newProbeCommand() (*command, *s3Flags) {
 // cmdProbe implements "s3lock probe".
 func cmdProbe(args []string, sio streams) error {
 	c, o := newProbeCommand()
-	pos, _, dashdash, err := c.parse(args, sio.stdout)
+	ss, err := o.open(c, args, sio, false)
 	if err != nil {
 		return err
 	}
-	if dashdash {
-		return usageErr("unexpected \"--\"")
-	}
-	u, err := oneURL(c, pos, false)
-	if err != nil {
-		return err
-	}
-	ctx, cancel, err := o.context()
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	client, err := o.aws.client(ctx)
-	if err != nil {
-		return err
-	}
+	defer ss.cancel()
+	u, ctx, client := ss.url, ss.ctx, ss.client
 	err = s3lock.Probe(ctx, client, u.bucket, u.key)
 	switch {
 	case err == nil:

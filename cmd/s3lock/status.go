@@ -8,6 +8,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/s3lock/s3lock"
 )
 
@@ -133,6 +135,42 @@ func (f *s3Flags) context() (context.Context, context.CancelFunc, error) {
 	return ctx, cancel, nil
 }
 
+// session is what status, unlock and probe share: the one s3:// URL they
+// take, a context bounded by --timeout, and an S3 client.
+type session struct {
+	url    s3URL
+	ctx    context.Context
+	cancel context.CancelFunc
+	client *s3.Client
+}
+
+// open parses args for a command that takes one s3:// URL and no "--",
+// then sets up the context and client. On success the caller must call
+// cancel.
+func (f *s3Flags) open(c *command, args []string, sio streams, needKey bool) (*session, error) {
+	pos, _, dashdash, err := c.parse(args, sio.stdout)
+	if err != nil {
+		return nil, err
+	}
+	if dashdash {
+		return nil, usageErr("unexpected \"--\"")
+	}
+	u, err := oneURL(c, pos, needKey)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel, err := f.context()
+	if err != nil {
+		return nil, err
+	}
+	client, err := f.aws.client(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &session{url: u, ctx: ctx, cancel: cancel, client: client}, nil
+}
+
 type statusOpts struct {
 	s3Flags
 	json bool
@@ -149,27 +187,13 @@ func newStatusCommand() (*command, *statusOpts) {
 // cmdStatus implements "s3lock status".
 func cmdStatus(args []string, sio streams) error {
 	c, o := newStatusCommand()
-	pos, _, dashdash, err := c.parse(args, sio.stdout)
+	ss, err := o.open(c, args, sio, true)
 	if err != nil {
 		return err
 	}
-	if dashdash {
-		return usageErr("unexpected \"--\"")
-	}
-	u, err := oneURL(c, pos, true)
-	if err != nil {
-		return err
-	}
-	ctx, cancel, err := o.context()
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	client, err := o.aws.client(ctx)
-	if err != nil {
-		return err
-	}
-	st, err := s3lock.Inspect(ctx, client, u.bucket, u.key)
+	defer ss.cancel()
+	u := ss.url
+	st, err := s3lock.Inspect(ss.ctx, ss.client, u.bucket, u.key)
 	if err != nil {
 		return s3Error(err)
 	}
@@ -199,26 +223,12 @@ func newUnlockCommand() (*command, *unlockOpts) {
 // cmdUnlock implements "s3lock unlock --force".
 func cmdUnlock(args []string, sio streams) error {
 	c, o := newUnlockCommand()
-	pos, _, dashdash, err := c.parse(args, sio.stdout)
+	ss, err := o.open(c, args, sio, true)
 	if err != nil {
 		return err
 	}
-	if dashdash {
-		return usageErr("unexpected \"--\"")
-	}
-	u, err := oneURL(c, pos, true)
-	if err != nil {
-		return err
-	}
-	ctx, cancel, err := o.context()
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	client, err := o.aws.client(ctx)
-	if err != nil {
-		return err
-	}
+	defer ss.cancel()
+	u, ctx, client := ss.url, ss.ctx, ss.client
 	st, err := s3lock.Inspect(ctx, client, u.bucket, u.key)
 	if err != nil {
 		return s3Error(err)
