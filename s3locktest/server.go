@@ -185,8 +185,9 @@ func (s *Server) HTTPClient() *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// PutObject stores body at key in the server's bucket directly, bypassing
-// HTTP (for planting corrupt or foreign lock objects in tests).
+// PutObject stores body at key in the server's bucket with a plain,
+// unconditional PUT (for planting corrupt or foreign lock objects in
+// tests).
 func (s *Server) PutObject(ctx context.Context, key string, body []byte) error {
 	_, err := s.Client().PutObject(ctx, &s3.PutObjectInput{
 		Bucket: aws.String(s.bucket), Key: aws.String(key), Body: bytesReader(body),
