@@ -142,10 +142,11 @@ func TestContendedLockQueues(t *testing.T) {
 	puts, failed := d.Method(http.MethodPut), d.Status(http.StatusPreconditionFailed)
 	t.Logf("grants per worker %v: %d PUT (%d failed with 412), %d GET", grants, puts, failed, d.Method(http.MethodGet))
 	// Everybody writing on sight of a free lock fails more than one PUT
-	// per grant with 4 workers (about 100 here); the queue leaves few,
-	// mostly while the workers start together.
-	if failed > total/2 {
-		t.Errorf("%d PUTs failed with 412 for %d grants; want at most %d", failed, total, total/2)
+	// per grant with 4 workers (97-107 measured here before the queue);
+	// the queue leaves few (12-41 seen, the most on a loaded machine),
+	// mostly while the workers start together. The bound sits between.
+	if limit := int64(total * 3 / 4); failed > limit {
+		t.Errorf("%d PUTs failed with 412 for %d grants; want at most %d", failed, total, limit)
 	}
 	for i, n := range grants {
 		if n < total/workers/2 {
