@@ -83,52 +83,6 @@ func TestTryLockUnlockCycle(t *testing.T) {
 	}
 }
 
-// TestExactlyOneWinner starts N TryLocks at the same instant, many rounds:
-// exactly one must win each round, never zero and never two.
-func TestExactlyOneWinner(t *testing.T) {
-	const contenders, rounds = 16, 25
-	srv := s3locktest.New(t)
-	ctx := context.Background()
-	ms := make([]*s3lock.Mutex, contenders)
-	for i := range ms {
-		ms[i] = newMutex(t, srv, "locks/one-winner", s3lock.WithOwner(fmt.Sprintf("m%d", i)))
-	}
-	for round := range rounds {
-		start := make(chan struct{})
-		errs := make([]error, contenders)
-		var wg sync.WaitGroup
-		for i, m := range ms {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				errs[i] = m.TryLock(ctx)
-			}()
-		}
-		close(start)
-		wg.Wait()
-		var winners []int
-		for i, err := range errs {
-			switch {
-			case err == nil:
-				winners = append(winners, i)
-			case !errors.Is(err, s3lock.ErrLocked):
-				t.Fatalf("round %d: TryLock() = %v; want nil or ErrLocked", round, err)
-			}
-		}
-		if len(winners) != 1 {
-			t.Fatalf("round %d: %d winners %v; want exactly 1", round, len(winners), winners)
-		}
-		w := ms[winners[0]]
-		if got, want := w.Token(), uint64(round+1); got != want {
-			t.Errorf("round %d: winner's Token() = %d; want %d", round, got, want)
-		}
-		if err := w.Unlock(ctx); err != nil {
-			t.Fatalf("round %d: Unlock() = %v", round, err)
-		}
-	}
-}
-
 // TestCounterHammer runs many critical sections from many Mutex values
 // (and several goroutines sharing one Mutex), each a GET→+1→PUT of a
 // counter in S3. The counter must end exact, no two sections may overlap,
