@@ -43,6 +43,11 @@ var (
 	// policy (s3:GetObject and s3:PutObject on the lock key).
 	ErrAccessDenied = errors.New("s3lock: access denied")
 
+	// ErrUnavailable means S3 could not be reached or failed in a way a
+	// retry may fix: a network error, a 5xx answer, throttling. The error
+	// also carries the SDK's own error.
+	ErrUnavailable = errors.New("s3lock: S3 unavailable")
+
 	// ErrConditionalWritesUnsupported means the store does not implement
 	// conditional writes (If-None-Match / If-Match on PutObject), or was
 	// seen ignoring them. A lock on such a store would not exclude anyone,

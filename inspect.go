@@ -62,12 +62,17 @@ func Inspect(ctx context.Context, client S3API, bucket, key string) (*LockStatus
 // record whose generation is one more than the broken hold's, so a holder
 // that comes back finds its lease lost and its fencing token outdated.
 // It returns the status of what it broke. On an ETag mismatch it returns an
-// error matching ErrChanged and writes nothing. When the object is not an
-// s3lock record, its generation cannot be known and the free record starts
-// again at generation 0, so fencing tokens restart at 1 (a protected
+// error matching ErrChanged and writes nothing; when S3's answer is lost or
+// ambiguous, it reads the object back and reports whether its break
+// landed. When the object is not a record this version accepts but carries
+// a generation (a newer version's record, say), the free record continues
+// from it. Only when no generation can be read at all does the free record
+// start again at generation 0, so fencing tokens restart at 1 (a protected
 // resource that remembers the largest token it saw will then refuse them
 // until told otherwise; that errs on the safe side). Acquiring over such an
-// object after its TTL does the same.
+// object after its TTL does the same. A record at the largest generation
+// (2^64−1) is refused with an error matching [ErrInvalidLockObject]: its
+// fencing token cannot grow.
 func ForceUnlock(ctx context.Context, client S3API, bucket, key, etag string) (*LockStatus, error) {
 	lm, err := inspector(client, bucket, key)
 	if err != nil {
@@ -92,18 +97,34 @@ func ForceUnlock(ctx context.Context, client S3API, bucket, key, etag string) (*
 		TTLMillis: DefaultTTL.Milliseconds(),
 		WrittenAt: lm.clock.Now(),
 	}
+	if rec.Generation, err = lm.nextGeneration(s); err != nil {
+		return nil, err
+	}
 	if s.rec != nil {
-		rec.Generation = s.rec.Generation + 1
 		rec.TTLMillis = s.rec.TTLMillis
 	}
 	_, f, err := lm.put(ctx, rec, condition{etag: etag})
-	if f == failPrecondition || f == failNotFound || f == failConflict {
-		return nil, fmt.Errorf("%w: %w", ErrChanged, err)
-	}
-	if err != nil {
+	switch f {
+	case failNone:
+		return st, nil
+	case failPermanent:
 		return nil, err
 	}
-	return st, nil
+	// A 412 or 409 can answer the SDK's retry of a write that was applied,
+	// and a lost answer says nothing: read back to learn whether the break
+	// is ours.
+	rctx, cancel := resolveContext(ctx, lm.resolveTimeout)
+	defer cancel()
+	now, rerr := lm.read(rctx)
+	switch {
+	case rerr != nil:
+		return nil, errors.Join(err, rerr)
+	case now.rec != nil && now.rec.Nonce == rec.Nonce:
+		return st, nil
+	case f == failPrecondition || f == failNotFound || f == failConflict:
+		return nil, fmt.Errorf("%w: %w", ErrChanged, err)
+	}
+	return nil, err
 }
 
 func inspector(client S3API, bucket, key string) (*leaseManager, error) {
@@ -119,6 +140,7 @@ func inspector(client S3API, bucket, key string) (*leaseManager, error) {
 	return &leaseManager{
 		client: client, bucket: bucket, key: key, ttl: DefaultTTL,
 		margin: DefaultExpiryMargin, clock: systemClock{}, log: slog.New(slog.DiscardHandler),
+		resolveTimeout: DefaultReleaseTimeout,
 	}, nil
 }
 
@@ -130,10 +152,10 @@ func (lm *leaseManager) status(s *snapshot) *LockStatus {
 	if !s.exists {
 		return st
 	}
-	ttl := lm.ttl
+	ttl := s.holdTTL(lm.ttl)
+	st.Generation, st.TTL = s.generation(), ttl
 	if s.rec != nil {
-		ttl = s.rec.ttl()
-		st.Owner, st.Generation, st.TTL, st.AcquiredAt = s.rec.Owner, s.rec.Generation, ttl, s.rec.AcquiredAt
+		st.Owner, st.AcquiredAt = s.rec.Owner, s.rec.AcquiredAt
 		st.Held = s.rec.held()
 	} else {
 		st.Held = true

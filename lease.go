@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -35,7 +36,10 @@ var _ S3API = (*s3.Client)(nil)
 // a lost race followed by a free lock).
 const maxWriteAttempts = 5
 
-// maxOrphans bounds how many unresolved writes a Mutex remembers.
+// maxOrphans bounds how many unresolved writes a Mutex remembers. Every
+// read prunes the writes that can no longer be in S3 nor land there, and
+// writes made under the same condition share one nonce, so a Mutex holds
+// only a few; the bound is a backstop.
 const maxOrphans = 16
 
 // leaseManager makes every S3 request of one Mutex. It reads the lock
@@ -50,6 +54,9 @@ type leaseManager struct {
 	margin      time.Duration
 	clock       Clock
 	log         *slog.Logger
+	// resolveTimeout bounds the read that settles an ambiguous write when
+	// the caller's context has already ended.
+	resolveTimeout time.Duration
 
 	mu sync.Mutex // protects the fields below
 	// free is a free record this Mutex wrote or saw last; when set, the
@@ -59,9 +66,10 @@ type leaseManager struct {
 	// ETag last seen and when (monotonic) it was first seen.
 	watchETag  string
 	watchSince time.Time
-	// orphans are nonces of held records this Mutex wrote whose outcome it
-	// could not learn; a record carrying one is ours to take back.
-	orphans []string
+	// orphans are held records this Mutex wrote, or may have written,
+	// that it no longer holds through a lease: a record carrying one of
+	// their nonces is ours to take back.
+	orphans []orphan
 	// pace is what Lock remembers to pace its polls (see wait.go).
 	pace pacing
 }
@@ -72,6 +80,7 @@ type snapshot struct {
 	etag         string
 	rec          *record       // nil when the object is absent or invalid
 	invalid      error         // why the object is not a record, when it is not
+	salvaged     salvage       // what could be read of an invalid object
 	lastModified time.Time     // S3's clock, 1 s resolution
 	serverDate   time.Time     // S3's clock (Date header), 1 s resolution
 	seenAt       time.Time     // this process's clock (monotonic) when the answer arrived
@@ -84,7 +93,34 @@ type condition struct {
 	etag   string // If-Match: etag (when !create)
 }
 
+// holds reports whether s satisfies c: a write under c could still land.
+func (c condition) holds(s *snapshot) bool {
+	if c.create {
+		return !s.exists
+	}
+	return s.exists && s.etag == c.etag
+}
+
+// orphan is a held record of ours whose fate is unknown: nonce is its
+// nonce, and cond the condition it was written under (for a record known
+// to have landed, the condition that its own ETag satisfies). Such a
+// record can be in S3, or land there later, only while the object carries
+// its nonce or still satisfies cond; any other read proves it gone for
+// good, since ETags never repeat (every body has a fresh nonce).
+type orphan struct {
+	nonce string
+	cond  condition
+}
+
 func (lm *leaseManager) name() string { return "s3://" + lm.bucket + "/" + lm.key }
+
+// setFree remembers the free record a release of ours wrote, for the next
+// acquire's warm path.
+func (lm *leaseManager) setFree(s *snapshot) {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	lm.free = s
+}
 
 // read GETs the lock object, reading at most MaxRecordSize+1 bytes.
 // A missing object is a snapshot with exists == false, not an error.
@@ -96,7 +132,9 @@ func (lm *leaseManager) read(ctx context.Context) (*snapshot, error) {
 		f, mapped := classify(err, lm.bucket)
 		if f == failNotFound {
 			lm.observe("", seenAt)
-			return &snapshot{seenAt: seenAt, rtt: seenAt.Sub(sent)}, nil
+			s := &snapshot{seenAt: seenAt, rtt: seenAt.Sub(sent)}
+			lm.pruneOrphans(s)
+			return s, nil
 		}
 		return nil, fmt.Errorf("s3lock: reading %s: %w", lm.name(), mapped)
 	}
@@ -117,12 +155,14 @@ func (lm *leaseManager) read(ctx context.Context) (*snapshot, error) {
 	switch {
 	case perr != nil:
 		s.invalid = &InvalidLockObjectError{Key: lm.key, Reason: perr.Error()}
+		s.salvaged = salvageRecord(body)
 	case s.etag == "":
 		s.invalid = &InvalidLockObjectError{Key: lm.key, Reason: "the store returned no ETag"}
 	default:
 		s.rec = rec
 	}
 	lm.observe(s.etag, seenAt)
+	lm.pruneOrphans(s)
 	return s, nil
 }
 
@@ -234,10 +274,7 @@ func (lm *leaseManager) judge(s *snapshot) *LockedError {
 	if s.rec != nil && (!s.rec.held() || lm.isOrphan(s.rec.Nonce)) {
 		return nil
 	}
-	ttl := lm.ttl
-	if s.rec != nil {
-		ttl = s.rec.ttl()
-	}
+	ttl := s.holdTTL(lm.ttl)
 	left := lm.untilExpired(s, ttl)
 	if left <= 0 {
 		if s.rec != nil {
@@ -250,6 +287,8 @@ func (lm *leaseManager) judge(s *snapshot) *LockedError {
 	le := &LockedError{Key: lm.key, RetryAfter: left, Invalid: s.invalid}
 	if s.rec != nil {
 		le.Owner, le.Generation, le.Since = s.rec.Owner, s.rec.Generation, s.rec.AcquiredAt
+	} else if s.salvaged.hasGen {
+		le.Generation = s.salvaged.generation
 	}
 	if !s.lastModified.IsZero() {
 		le.Until = s.lastModified.Add(ttl)
@@ -257,25 +296,90 @@ func (lm *leaseManager) judge(s *snapshot) *LockedError {
 	return le
 }
 
+// holdTTL is the TTL a hold seen in s is judged by: the record's own, or
+// for an object that is not a record this version accepts, the longer of
+// own and the TTL it carries (see docs/record-format.md).
+func (s *snapshot) holdTTL(own time.Duration) time.Duration {
+	if s.rec != nil {
+		return s.rec.ttl()
+	}
+	return max(own, s.salvaged.ttl)
+}
+
+// generation is the generation of the record in s, or what could be read
+// of it from an invalid object (0 when none).
+func (s *snapshot) generation() uint64 {
+	if s.rec != nil {
+		return s.rec.Generation
+	}
+	return s.salvaged.generation
+}
+
+// errGenerationExhausted marks a lock whose generation cannot grow.
+var errGenerationExhausted = errors.New("generation exhausted")
+
+// nextGeneration is the generation of a grant or break written over s.
+// It refuses a record at the largest generation: the fencing token must
+// never wrap or go back.
+func (lm *leaseManager) nextGeneration(s *snapshot) (uint64, error) {
+	g := s.generation()
+	if g == math.MaxUint64 {
+		return 0, fmt.Errorf("%w: %s is at generation %d, the largest fencing token; it cannot be granted again without the token wrapping (%w)",
+			ErrInvalidLockObject, lm.name(), g, errGenerationExhausted)
+	}
+	return g + 1, nil
+}
+
 func (lm *leaseManager) isOrphan(nonce string) bool {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
-	for _, n := range lm.orphans {
-		if n == nonce {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(lm.orphans, func(o orphan) bool { return o.nonce == nonce })
 }
 
-// addOrphans remembers nonces of writes whose outcome is unknown.
-func (lm *leaseManager) addOrphans(nonces ...string) {
+// orphanNonce returns the nonce of an unresolved write of ours made under
+// cond, or a fresh one. Of all writes under one condition at most one can
+// land, so they may share a nonce: that keeps one orphan per condition.
+func (lm *leaseManager) orphanNonce(cond condition) string {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
-	lm.orphans = append(lm.orphans, nonces...)
-	if len(lm.orphans) > maxOrphans {
-		lm.orphans = lm.orphans[len(lm.orphans)-maxOrphans:]
+	for _, o := range lm.orphans {
+		if o.cond == cond {
+			return o.nonce
+		}
 	}
+	return newNonce()
+}
+
+// addOrphans remembers records of ours whose fate is unknown.
+func (lm *leaseManager) addOrphans(os ...orphan) {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	for _, o := range os {
+		if o.nonce != "" && !slices.Contains(lm.orphans, o) {
+			lm.orphans = append(lm.orphans, o)
+		}
+	}
+	if len(lm.orphans) > maxOrphans {
+		lm.orphans = slices.Delete(lm.orphans, 0, len(lm.orphans)-maxOrphans)
+	}
+}
+
+// pruneOrphans drops the orphans that s proves gone for good: s carries
+// another nonce and does not satisfy their condition.
+func (lm *leaseManager) pruneOrphans(s *snapshot) {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	lm.orphans = slices.DeleteFunc(lm.orphans, func(o orphan) bool {
+		return !(s.rec != nil && s.rec.Nonce == o.nonce) && !o.cond.holds(s)
+	})
+}
+
+// clearOrphans forgets every orphan: a write of ours has just replaced
+// the state they were written over, so none of them can be in S3 or land.
+func (lm *leaseManager) clearOrphans() {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	lm.orphans = nil
 }
 
 // resolveContext returns ctx, or, when ctx is already done, a context
@@ -293,7 +397,7 @@ func resolveContext(ctx context.Context, timeout time.Duration) (context.Context
 // *LockedError; other errors come from S3. For Lock, w is its waiter: it
 // may leave a lock that judge finds claimable to an earlier waiter, and
 // acquire then returns a *deferral (see wait.go); TryLock passes nil.
-func (lm *leaseManager) acquire(ctx context.Context, resolveTimeout time.Duration, w *waiter) (*lease, error) {
+func (lm *leaseManager) acquire(ctx context.Context, w *waiter) (*lease, error) {
 	s := lm.takeFree(w)
 	for attempt := 0; ; attempt++ {
 		if s == nil {
@@ -326,7 +430,7 @@ func (lm *leaseManager) acquire(ctx context.Context, resolveTimeout time.Duratio
 			}
 			return nil, le
 		}
-		l, next, err := lm.claim(ctx, s, waited, resolveTimeout)
+		l, next, err := lm.claim(ctx, s, waited)
 		if l != nil || err != nil {
 			return l, err
 		}
@@ -337,17 +441,18 @@ func (lm *leaseManager) acquire(ctx context.Context, resolveTimeout time.Duratio
 // claim writes a held record over s, with waited as its Waited. It returns
 // the lease when the write is ours, or the snapshot to judge next when the
 // object changed under us (nil: read it again), or an error.
-func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64, resolveTimeout time.Duration) (*lease, *snapshot, error) {
-	gen := uint64(1)
-	if s.rec != nil {
-		gen = s.rec.Generation + 1
+func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (*lease, *snapshot, error) {
+	gen, err := lm.nextGeneration(s)
+	if err != nil {
+		return nil, nil, err
 	}
+	cond := condition{create: !s.exists, etag: s.etag}
 	now := lm.clock.Now()
 	rec := &record{
 		Schema:     recordSchema,
 		State:      stateHeld,
 		Owner:      lm.owner,
-		Nonce:      newNonce(),
+		Nonce:      lm.orphanNonce(cond),
 		Generation: gen,
 		TTLMillis:  lm.ttl.Milliseconds(),
 		AcquiredAt: now,
@@ -355,12 +460,12 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64, r
 		Waited:     waited,
 	}
 	start := time.Now() // the lease counts from before the request is sent
-	etag, f, err := lm.put(ctx, rec, condition{create: !s.exists, etag: s.etag})
+	etag, f, err := lm.put(ctx, rec, cond)
 	switch f {
 	case failNone:
 		lm.noteRTT(time.Since(start))
-		lm.forgetOrphan(s)
-		return lm.newLease(etag, rec, start), nil, nil
+		lm.clearOrphans()
+		return lm.confirm(ctx, lm.newLease(etag, rec, start))
 	case failConflict:
 		// Nothing was written by the attempt that got the 409; but when
 		// it was an SDK retry, an earlier attempt may have been applied.
@@ -370,20 +475,19 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64, r
 	}
 	// 412/404: someone else wrote first, or the SDK retried a write of ours
 	// that had been applied. 409s, transport errors, 5xx, cancellation: the
-	// write may or may not have been applied. Read to find out.
-	rctx, cancel := resolveContext(ctx, resolveTimeout)
+	// write may or may not have been applied. Until a read settles it, the
+	// record is an orphan: ours to take back if it turns up.
+	lm.addOrphans(orphan{nonce: rec.Nonce, cond: cond})
+	rctx, cancel := resolveContext(ctx, lm.resolveTimeout)
 	defer cancel()
 	now2, rerr := lm.read(rctx)
 	if rerr != nil {
-		if f != failPrecondition && f != failNotFound {
-			lm.addOrphans(rec.Nonce)
-		}
 		return nil, nil, errors.Join(err, rerr)
 	}
 	if now2.rec != nil && now2.rec.Nonce == rec.Nonce {
 		lm.log.Warn("s3lock: a write reported as failed had been applied; the lock is ours", "key", lm.key, "error", err)
-		lm.forgetOrphan(s)
-		return lm.newLease(now2.etag, rec, start), nil, nil
+		lm.clearOrphans()
+		return lm.confirm(ctx, lm.newLease(now2.etag, rec, start))
 	}
 	if f == failCanceled {
 		return nil, nil, err
@@ -391,19 +495,28 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64, r
 	return nil, now2, nil
 }
 
-// forgetOrphan drops the orphan nonce a claimed snapshot carried.
-func (lm *leaseManager) forgetOrphan(s *snapshot) {
-	if s.rec == nil {
-		return
+// confirm returns l if its lease still has time left. Finding out whether
+// a write was applied can take longer than the TTL; such a hold is renewed
+// once before it is returned (safe: the renewal lands only if nobody wrote
+// since our record), and if that fails the hold is given up as an orphan
+// this Mutex takes back on its next acquire.
+func (lm *leaseManager) confirm(ctx context.Context, l *lease) (*lease, *snapshot, error) {
+	if time.Now().Before(l.safeUntil()) {
+		return l, nil, nil
 	}
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
-	for i, n := range lm.orphans {
-		if n == s.rec.Nonce {
-			lm.orphans = append(lm.orphans[:i], lm.orphans[i+1:]...)
-			return
-		}
+	lm.log.Warn("s3lock: the hold ran out while its acquisition was being confirmed; renewing it", "key", lm.key)
+	rctx, cancel := resolveContext(ctx, lm.resolveTimeout)
+	defer cancel()
+	err := l.renew(rctx)
+	if err == nil && time.Now().Before(l.safeUntil()) {
+		return l, nil, nil
 	}
+	l.orphan()
+	l.cancel(ErrLeaseLost)
+	if err == nil {
+		err = fmt.Errorf("%w: renewed, but the TTL (%v) is shorter than S3 takes to answer", ErrLeaseLost, lm.ttl)
+	}
+	return nil, nil, fmt.Errorf("s3lock: acquiring %s: the hold ran out before it could be confirmed: %w", lm.name(), err)
 }
 
 // pause waits a little (0-20 ms) after a 409 conflict, so the conflicting
@@ -430,7 +543,6 @@ func (lm *leaseManager) newLease(etag string, rec *record, start time.Time) *lea
 		etag:     etag,
 		rec:      *rec,
 		deadline: start.Add(lm.ttl - drift(lm.ttl)),
-		pending:  map[string]time.Time{},
 	}
 }
 
@@ -447,7 +559,11 @@ type lease struct {
 	etag     string
 	rec      record
 	deadline time.Time
-	pending  map[string]time.Time // nonce → start, of renewals whose outcome is unknown
+	// pending is the renewal over etag whose outcome is unknown (zero when
+	// none). Every renewal over the same ETag reuses its nonce, since at
+	// most one of them can land, and start is that of the first, so the
+	// deadline of whichever landed is never overestimated.
+	pending renewal
 
 	timer      *time.Timer        // without renewal: cancels ctx at the deadline
 	stopCtx    context.Context    // with renewal: cancelled to stop the renewer
@@ -499,6 +615,7 @@ func (l *lease) renewLoop(interval time.Duration) {
 	defer close(l.renewerEnd)
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
+	var failing failureRun
 	for {
 		select {
 		case <-l.stopCtx.Done():
@@ -519,8 +636,10 @@ func (l *lease) renewLoop(interval time.Duration) {
 		}
 		wait := interval
 		if err != nil {
-			l.lm.log.Warn("s3lock: renewal failed; retrying", "key", l.lm.key, "error", err)
+			failing.failed(l.lm.log, l.lm.key, err)
 			wait = interval / 4
+		} else {
+			failing.recovered(l.lm.log, l.lm.key)
 		}
 		if left := time.Until(l.safeUntil()); left < wait {
 			wait = max(left, 0)
@@ -529,16 +648,28 @@ func (l *lease) renewLoop(interval time.Duration) {
 	}
 }
 
-// renew rewrites our record with a fresh nonce, extending the lease from
-// the moment before the request. On ErrLeaseLost the lease's context has
-// been cancelled.
+// renewal is a renewal write: its nonce, the ETag it was conditioned on,
+// and when (monotonic) the first attempt was sent.
+type renewal struct {
+	nonce, etag string
+	start       time.Time
+}
+
+// renew rewrites our record with a fresh nonce (or the nonce of an
+// unresolved renewal over the same ETag), extending the lease from the
+// moment before the request. On ErrLeaseLost the lease's context has been
+// cancelled.
 func (l *lease) renew(ctx context.Context) error {
+	start := time.Now()
 	l.mu.Lock()
 	rec, etag := l.rec, l.etag
+	p := l.pending
+	if p.nonce == "" || p.etag != etag {
+		p = renewal{nonce: newNonce(), etag: etag, start: start}
+	}
 	l.mu.Unlock()
-	rec.Nonce = newNonce()
+	rec.Nonce = p.nonce
 	rec.WrittenAt = l.lm.clock.Now()
-	start := time.Now()
 	newETag, f, err := l.lm.put(ctx, &rec, condition{etag: etag})
 	if f == failNone {
 		l.extend(newETag, &rec, start)
@@ -546,9 +677,9 @@ func (l *lease) renew(ctx context.Context) error {
 	}
 	// Whatever the error, an earlier attempt of the SDK's may have been
 	// applied (a 409 or 412 can answer a retry of an applied write):
-	// remember the nonce, so a later read recognizes the record as ours.
+	// remember the renewal, so a later read recognizes the record as ours.
 	l.mu.Lock()
-	l.pending[rec.Nonce] = start
+	l.pending = p
 	l.mu.Unlock()
 	switch {
 	case f == failConflict || f == failPermanent:
@@ -559,10 +690,6 @@ func (l *lease) renew(ctx context.Context) error {
 	s, rerr := l.lm.read(ctx)
 	if rerr != nil {
 		return errors.Join(err, rerr)
-	}
-	if s.rec != nil && s.rec.Nonce == rec.Nonce {
-		l.extend(s.etag, &rec, start)
-		return nil
 	}
 	return l.adopt(s)
 }
@@ -575,7 +702,7 @@ func (l *lease) extend(etag string, rec *record, start time.Time) {
 	if d := start.Add(l.lm.ttl - drift(l.lm.ttl)); d.After(l.deadline) {
 		l.deadline = d
 	}
-	clear(l.pending)
+	l.pending = renewal{}
 }
 
 // adopt takes s as the current state of our hold if it is a record of ours
@@ -588,8 +715,8 @@ func (l *lease) adopt(s *snapshot) error {
 	if s.rec != nil && s.rec.held() {
 		if s.rec.Nonce == l.rec.Nonce {
 			ours = true
-		} else if st, ok := l.pending[s.rec.Nonce]; ok {
-			ours, start = true, st
+		} else if s.rec.Nonce == l.pending.nonce {
+			ours, start = true, l.pending.start
 		}
 	}
 	l.mu.Unlock()
@@ -624,7 +751,7 @@ func (l *lease) lostError(s *snapshot) error {
 // release overwrites our record with a free one (same generation, so the
 // next holder gets generation+1). On success it returns the free record,
 // which the next acquire of this Mutex tries first.
-func (l *lease) release(ctx context.Context, resolveTimeout time.Duration) (*snapshot, error) {
+func (l *lease) release(ctx context.Context) (*snapshot, error) {
 	var lastErr error
 	// sent holds the nonces of the free records this release has tried to
 	// write; uncertain is set once one of them may have been applied
@@ -659,14 +786,14 @@ func (l *lease) release(ctx context.Context, resolveTimeout time.Duration) (*sna
 			pause(ctx)
 			continue
 		case failPermanent:
-			l.orphan(rec.Nonce)
+			l.orphan()
 			return nil, err
 		}
-		rctx, cancel := resolveContext(ctx, resolveTimeout)
+		rctx, cancel := resolveContext(ctx, l.lm.resolveTimeout)
 		s, rerr := l.lm.read(rctx)
 		cancel()
 		if rerr != nil {
-			l.orphan(rec.Nonce)
+			l.orphan()
 			return nil, errors.Join(err, rerr)
 		}
 		if s.rec != nil && slices.Contains(sent, s.rec.Nonce) {
@@ -682,24 +809,23 @@ func (l *lease) release(ctx context.Context, resolveTimeout time.Duration) (*sna
 		// A renewal of ours had been applied after all: release over it.
 		lastErr = err
 	}
-	l.orphan("")
+	l.orphan()
 	return nil, fmt.Errorf("s3lock: releasing %s: gave up after %d attempts: %w", l.lm.name(), maxWriteAttempts, lastErr)
 }
 
-// orphan hands the nonces this lease may have left in S3 to the lease
-// manager, so the next acquire of this Mutex can take its own stranded
-// hold back at once instead of waiting out the TTL.
-func (l *lease) orphan(extra string) {
+// orphan hands the held records this lease may have left in S3 (its last
+// record, and a renewal whose outcome is unknown) to the lease manager, so
+// the next acquire of this Mutex can take its own stranded hold back at
+// once instead of waiting out the TTL. The free records a failed release
+// may have left need no such care: a free record is anyone's to take.
+func (l *lease) orphan() {
 	l.mu.Lock()
-	nonces := []string{l.rec.Nonce}
-	for n := range l.pending {
-		nonces = append(nonces, n)
+	os := []orphan{{nonce: l.rec.Nonce, cond: condition{etag: l.etag}}}
+	if p := l.pending; p.nonce != "" {
+		os = append(os, orphan{nonce: p.nonce, cond: condition{etag: p.etag}})
 	}
 	l.mu.Unlock()
-	if extra != "" {
-		nonces = append(nonces, extra)
-	}
-	l.lm.addOrphans(nonces...)
+	l.lm.addOrphans(os...)
 }
 
 // landed reports whether s, read back after a release attempt whose

@@ -70,6 +70,8 @@ func New(client S3API, bucket, key string, opts ...Option) (*Mutex, error) {
 			margin: o.expiryMargin,
 			clock:  o.clock,
 			log:    o.logger,
+
+			resolveTimeout: o.releaseTimeout,
 		},
 		opts: o,
 		turn: make(chan struct{}, 1),
@@ -137,7 +139,7 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 		<-m.turn
 		return err
 	}
-	l, err := m.lm.acquire(ctx, m.opts.releaseTimeout, nil)
+	l, err := m.lm.acquire(ctx, nil)
 	if err != nil {
 		<-m.turn
 		return err
@@ -190,25 +192,36 @@ func (m *Mutex) wait(ctx context.Context) (*lease, error) {
 	}
 	b.Reset()
 	w := m.lm.newWaiter(m.opts.retryInterval)
+	var failing failureRun
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	var err error // the last attempt's
 	for {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("s3lock: Lock %s: %w", m.lm.name(), err)
+		if ctx.Err() != nil {
+			return nil, m.gaveUp(ctx, err)
 		}
-		l, err := m.lm.acquire(ctx, m.opts.releaseTimeout, w)
+		var l *lease
+		l, err = m.lm.acquire(ctx, w)
 		if err == nil {
+			failing.recovered(m.lm.log, m.lm.key)
 			return l, nil
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("s3lock: Lock %s: %w (last attempt: %v)", m.lm.name(), ctx.Err(), err)
+			return nil, m.gaveUp(ctx, err)
 		}
 		if isPermanent(err) {
 			return nil, err
 		}
 		var df *deferral
+		var le *LockedError
 		deferred := errors.As(err, &df)
+		locked := !deferred && errors.As(err, &le)
+		if deferred || locked {
+			failing.recovered(m.lm.log, m.lm.key)
+		} else if d := failing.failed(m.lm.log, m.lm.key, err); m.opts.failureTimeout > 0 && d >= m.opts.failureTimeout {
+			return nil, fmt.Errorf("s3lock: Lock %s: gave up after S3 failed for %v without a break: %w", m.lm.name(), d.Round(time.Millisecond), err)
+		}
 		next := b.NextBackOff()
 		if next == backoff.Stop {
 			if deferred && !w.force {
@@ -218,24 +231,34 @@ func (m *Mutex) wait(ctx context.Context) (*lease, error) {
 			}
 			return nil, err
 		}
-		var le *LockedError
-		if deferred {
+		switch {
+		case deferred:
 			next = w.pollIn(next)
-		} else if errors.As(err, &le) {
+		case locked:
 			next = w.pollIn(next)
 			if le.RetryAfter > 0 && le.RetryAfter < next {
 				next = le.RetryAfter
 			}
-		} else {
-			m.lm.log.Warn("s3lock: acquire failed; retrying", "key", m.lm.key, "error", err, "in", next)
 		}
 		timer.Reset(next)
 		select {
 		case <-timer.C:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("s3lock: Lock %s: %w (last attempt: %v)", m.lm.name(), ctx.Err(), err)
+			return nil, m.gaveUp(ctx, err)
 		}
 	}
+}
+
+// gaveUp is Lock's error when ctx ends while it waits. It matches
+// ctx.Err() and, when there was one, the last attempt's error: a
+// *LockedError naming the holder (so also ErrLocked), or the S3 failure
+// (matching ErrUnavailable when S3 could not be reached).
+func (m *Mutex) gaveUp(ctx context.Context, last error) error {
+	var df *deferral
+	if last == nil || errors.As(last, &df) {
+		return fmt.Errorf("s3lock: Lock %s: %w", m.lm.name(), ctx.Err())
+	}
+	return fmt.Errorf("s3lock: Lock %s: %w (last attempt: %w)", m.lm.name(), ctx.Err(), last)
 }
 
 // checkStore runs the store probe once, with WithProbe.
@@ -266,11 +289,14 @@ func (m *Mutex) checkStoreRetrying(ctx context.Context) error {
 	}
 }
 
+// install publishes the hold, once its deadline timer or renewer runs: an
+// Unlock from another goroutine can only see a lease that has started, so
+// it stops what was started and no renewer outlives it.
 func (m *Mutex) install(l *lease) {
+	l.start(m.opts.autoRenew)
 	m.mu.Lock()
 	m.hold = l
 	m.mu.Unlock()
-	l.start(m.opts.autoRenew)
 }
 
 // Unlock releases the lock with one conditional PUT that marks the lock
@@ -302,7 +328,7 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 	}
 	rctx, cancel := resolveContext(ctx, m.opts.releaseTimeout)
 	defer cancel()
-	free, err := l.release(rctx, m.opts.releaseTimeout)
+	free, err := l.release(rctx)
 	if err != nil {
 		l.cancel(ErrLeaseLost)
 		if lost != nil && !errors.Is(err, ErrLeaseLost) {
@@ -311,9 +337,7 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 		return err
 	}
 	l.cancel(ErrNotHeld)
-	m.lm.mu.Lock()
-	m.lm.free = free
-	m.lm.mu.Unlock()
+	m.lm.setFree(free)
 	if lost != nil {
 		return fmt.Errorf("s3lock: Unlock %s: the hold had ended before Unlock (released since): %w", m.lm.name(), lost)
 	}

@@ -25,6 +25,11 @@ const (
 	// the hold expired.
 	DefaultExpiryMargin = time.Second
 
+	// MinAutoRenewInterval is the shortest renewal interval WithAutoRenew
+	// accepts: each renewal is a PUT, and a shorter interval would be a
+	// tight loop of them (some stores allow one write per second per key).
+	MinAutoRenewInterval = 100 * time.Millisecond
+
 	// DefaultReleaseTimeout bounds the release that Unlock and WithLock make
 	// when the caller's context is already done.
 	DefaultReleaseTimeout = 10 * time.Second
@@ -61,6 +66,7 @@ type options struct {
 	expiryMargin   time.Duration
 	autoRenew      time.Duration
 	releaseTimeout time.Duration
+	failureTimeout time.Duration
 	probe          bool
 }
 
@@ -128,8 +134,9 @@ func WithExpiryMargin(d time.Duration) Option {
 
 // WithAutoRenew makes every hold renew itself in the background every
 // interval, so it outlives one TTL for as long as the process is alive and
-// can reach S3. The interval must be positive and at most TTL/3, so a
-// renewal can fail twice and still be retried before the lease runs out.
+// can reach S3. The interval must be at least [MinAutoRenewInterval] and at
+// most TTL/3, so a renewal can fail twice and still be retried before the
+// lease runs out.
 // The renewer is one goroutine per hold; Unlock stops it and waits for it.
 // If renewal keeps failing until the lease's safe deadline, or finds that
 // someone else took the lock, the hold's context ([Mutex.Context], and the
@@ -159,6 +166,17 @@ func WithProbe() Option {
 // The default is [DefaultReleaseTimeout].
 func WithReleaseTimeout(d time.Duration) Option {
 	return func(o *options) { o.releaseTimeout = d }
+}
+
+// WithFailureTimeout makes Lock give up once its S3 requests have failed
+// for d without a break (network errors, 5xx, throttling; each is retried
+// at the retry interval), returning the last failure, which matches
+// [ErrUnavailable]. A poll that reaches S3, even one that finds the lock
+// held, ends the run of failures. It must not be negative.
+// The default is 0: Lock retries through failures until its context ends,
+// and then its error carries the last failure too.
+func WithFailureTimeout(d time.Duration) Option {
+	return func(o *options) { o.failureTimeout = d }
 }
 
 func defaultOptions() options {
@@ -205,8 +223,12 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: expiry margin must not be negative, got %v", ErrInvalidArgument, o.expiryMargin)
 	case o.autoRenew < 0:
 		return fmt.Errorf("%w: auto-renew interval must be positive, got %v", ErrInvalidArgument, o.autoRenew)
+	case o.autoRenew > 0 && o.autoRenew < MinAutoRenewInterval:
+		return fmt.Errorf("%w: auto-renew interval must be at least %v, got %v", ErrInvalidArgument, MinAutoRenewInterval, o.autoRenew)
 	case o.autoRenew > o.ttl/3:
 		return fmt.Errorf("%w: auto-renew interval %v must be at most TTL/3 (%v)", ErrInvalidArgument, o.autoRenew, o.ttl/3)
+	case o.failureTimeout < 0:
+		return fmt.Errorf("%w: failure timeout must not be negative, got %v", ErrInvalidArgument, o.failureTimeout)
 	case o.releaseTimeout <= 0:
 		return fmt.Errorf("%w: release timeout must be positive, got %v", ErrInvalidArgument, o.releaseTimeout)
 	}

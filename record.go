@@ -64,12 +64,13 @@ func encodeRecord(r *record) []byte {
 
 // decodeRecord parses a lock object's body. It accepts only complete
 // records of the current schema; anything else is reported with a reason.
+// Fields it does not know are ignored (see docs/record-format.md for the
+// compatibility rules).
 func decodeRecord(body []byte) (*record, error) {
 	if len(body) > MaxRecordSize {
 		return nil, fmt.Errorf("object larger than %d bytes", MaxRecordSize)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	var r record
 	if err := dec.Decode(&r); err != nil {
 		return nil, fmt.Errorf("not an s3lock record: %v", err)
@@ -92,6 +93,40 @@ func decodeRecord(body []byte) (*record, error) {
 		return nil, fmt.Errorf("held record with generation 0")
 	}
 	return &r, nil
+}
+
+// salvage is what can still be read from a lock object that is not a
+// record this version accepts (a newer schema, an unknown state, a field
+// out of range): its generation and TTL, when they are present as JSON
+// numbers of the right kind. Such an object counts as held, is not taken
+// over before max(own TTL, its TTL) plus the margins, and the next grant
+// continues its generations (see docs/record-format.md).
+type salvage struct {
+	generation uint64
+	hasGen     bool
+	ttl        time.Duration // 0 when unknown; at most maxTTL
+}
+
+// salvageRecord reads what it can of an object decodeRecord refused.
+func salvageRecord(body []byte) salvage {
+	var v struct {
+		Generation *uint64 `json:"generation"`
+		TTLMillis  *int64  `json:"ttl_ms"`
+	}
+	var sv salvage
+	if len(body) > MaxRecordSize || json.Unmarshal(body, &v) != nil {
+		return sv
+	}
+	if v.Generation != nil {
+		sv.generation, sv.hasGen = *v.Generation, true
+	}
+	if v.TTLMillis != nil && *v.TTLMillis > 0 {
+		sv.ttl = maxTTL
+		if *v.TTLMillis < maxTTL.Milliseconds() {
+			sv.ttl = time.Duration(*v.TTLMillis) * time.Millisecond
+		}
+	}
+	return sv
 }
 
 // newNonce returns 128 random bits in hex.

@@ -58,11 +58,11 @@ func classify(err error, bucket string) (failure, error) {
 	case code == "NotImplemented" || status == http.StatusNotImplemented:
 		return failPermanent, fmt.Errorf("%w: %w", ErrConditionalWritesUnsupported, err)
 	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout:
-		return failTransient, err
+		return failTransient, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case status >= 400 && status < 500:
 		return failPermanent, fmt.Errorf("%w: %w", errPermanentS3, err)
 	}
-	return failTransient, err
+	return failTransient, fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
 // isPermanent reports whether retrying the operation that returned err
@@ -71,7 +71,7 @@ func classify(err error, bucket string) (failure, error) {
 func isPermanent(err error) bool {
 	return errors.Is(err, ErrBucketNotFound) || errors.Is(err, ErrAccessDenied) ||
 		errors.Is(err, ErrConditionalWritesUnsupported) || errors.Is(err, ErrInvalidArgument) ||
-		errors.Is(err, errPermanentS3)
+		errors.Is(err, errPermanentS3) || errors.Is(err, errGenerationExhausted)
 }
 
 // errPermanentS3 marks other 4xx answers (bad request, invalid key...) that
