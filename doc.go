@@ -20,8 +20,10 @@
 // generation of the current hold, a fencing token that increases across all
 // holders for the life of the object.
 //
-// Each write carries a fresh nonce, so no two writes have the same body,
-// and therefore not the same ETag (an ETag is the MD5 of the body).
+// Each write carries a fresh nonce, so no two writes have the same body.
+// s3lock treats ETags as opaque, but most stores derive them from the body
+// (the MD5 of it, on AWS), and two writes of one body would then share an
+// ETag and could both pass one If-Match.
 // When a write's answer is lost (a reset connection, a 5xx from a proxy, or
 // the SDK's retry of a write that had been applied getting 412), s3lock
 // reads the object back and compares the nonce before it concludes anything:
@@ -51,9 +53,33 @@
 // So a takeover happens at the earliest TTL + margin after the holder's last
 // write, and typically within TTL + 2-3 s; the holder's lease ended before
 // TTL. The gap is the safety margin. An object at the key that is not a
-// record s3lock understands (corrupt, foreign, larger than MaxRecordSize)
-// counts as held, and is taken over only once it is older than the TTL by
-// the same rules.
+// record s3lock accepts (corrupt, foreign, of a newer schema, larger than
+// MaxRecordSize) counts as held, and is taken over only once it is older
+// than the longer of the contender's TTL and the TTL the object carries
+// (when its ttl_ms can be read), by the same rules.
+//
+// # The record format between versions
+//
+// Processes running different versions of s3lock may share a lock during
+// a rolling deploy, so the record is a contract (docs/record-format.md
+// has the details):
+//
+//   - Required fields: "s3lock" (the schema, 1), "state" ("held" or
+//     "free"), "nonce", "generation" and "ttl_ms". Every other field is a
+//     hint: readers ignore fields they do not know, and a writer that
+//     replaces the record writes only its own, so a new field may carry
+//     nothing that safety depends on.
+//   - A change that would make a reader of the required fields misjudge
+//     the lock (a new state, a new meaning or unit of a field) must change
+//     the schema number.
+//   - A record this version cannot accept (another schema, an unknown
+//     state, a field out of range) counts as held. When its generation
+//     and ttl_ms can be read it is honoured: it is not taken over before
+//     the longer of the reader's TTL and its own, and the next grant's
+//     generation is one more than its. Only an object with no readable
+//     generation restarts the generations at 1.
+//   - The generation never wraps: a record at generation 2^64−1 is refused
+//     (an error matching [ErrInvalidLockObject]), never overwritten.
 //
 // # Guarantees and limits
 //
@@ -64,6 +90,14 @@
 // lease-based lock can prevent that. Use the fencing token: have the
 // resource the lock protects reject writes carrying a token smaller than
 // the largest it has seen.
+//
+// A suspended machine (laptop sleep, a paused VM) is such a stall: Go's
+// monotonic clock does not advance while the system is suspended, so a
+// holder that resumes counts its lease as if no time had passed, while S3's
+// clock and every contender's did move on. On Linux, s3lock counts
+// suspended time too (CLOCK_BOOTTIME) when it judges whether a hold's lease
+// has run out; elsewhere it cannot see a suspend. Either way a holder whose
+// process is frozen cannot act on the loss until it runs again: fence.
 //
 // Some S3-compatible stores ignore If-None-Match and If-Match; a lock on
 // them excludes nobody. Check a store with the probe before trusting it.

@@ -447,7 +447,7 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (
 		return nil, nil, err
 	}
 	cond := condition{create: !s.exists, etag: s.etag}
-	now := lm.clock.Now()
+	wall := lm.clock.Now()
 	rec := &record{
 		Schema:     recordSchema,
 		State:      stateHeld,
@@ -455,15 +455,15 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (
 		Nonce:      lm.orphanNonce(cond),
 		Generation: gen,
 		TTLMillis:  lm.ttl.Milliseconds(),
-		AcquiredAt: now,
-		WrittenAt:  now,
+		AcquiredAt: wall,
+		WrittenAt:  wall,
 		Waited:     waited,
 	}
-	start := time.Now() // the lease counts from before the request is sent
+	start := now() // the lease counts from before the request is sent
 	etag, f, err := lm.put(ctx, rec, cond)
 	switch f {
 	case failNone:
-		lm.noteRTT(time.Since(start))
+		lm.noteRTT(time.Since(start.mono))
 		lm.clearOrphans()
 		return lm.confirm(ctx, lm.newLease(etag, rec, start))
 	case failConflict:
@@ -534,7 +534,7 @@ func pause(ctx context.Context) {
 // for clock-rate differences between it and S3 (as in redsync: 1% + 2 ms).
 func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
 
-func (lm *leaseManager) newLease(etag string, rec *record, start time.Time) *lease {
+func (lm *leaseManager) newLease(etag string, rec *record, start instant) *lease {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	return &lease{
 		lm:       lm,
@@ -542,7 +542,8 @@ func (lm *leaseManager) newLease(etag string, rec *record, start time.Time) *lea
 		cancel:   cancel,
 		etag:     etag,
 		rec:      *rec,
-		deadline: start.Add(lm.ttl - drift(lm.ttl)),
+		deadline: start.mono.Add(lm.ttl - drift(lm.ttl)),
+		from:     start,
 	}
 }
 
@@ -555,10 +556,11 @@ type lease struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 
-	mu       sync.Mutex // protects etag, rec, deadline, pending
+	mu       sync.Mutex // protects etag, rec, deadline, from, pending, timer, halted
 	etag     string
 	rec      record
-	deadline time.Time
+	deadline time.Time // monotonic; less the time suspended since from
+	from     instant   // when the write that set the deadline was sent
 	// pending is the renewal over etag whose outcome is unknown (zero when
 	// none). Every renewal over the same ETag reuses its nonce, since at
 	// most one of them can land, and start is that of the first, so the
@@ -566,6 +568,7 @@ type lease struct {
 	pending renewal
 
 	timer      *time.Timer        // without renewal: cancels ctx at the deadline
+	halted     bool               // halt was called
 	stopCtx    context.Context    // with renewal: cancelled to stop the renewer
 	stopRenew  context.CancelFunc // with renewal: cancels stopCtx
 	renewerEnd chan struct{}      // with renewal: closed when the renewer has returned
@@ -574,10 +577,7 @@ type lease struct {
 // start arms the deadline, and the renewer when interval > 0.
 func (l *lease) start(interval time.Duration) {
 	if interval <= 0 {
-		l.mu.Lock()
-		d := time.Until(l.deadline)
-		l.mu.Unlock()
-		l.timer = time.AfterFunc(d, func() { l.cancel(ErrLeaseLost) })
+		l.watchDeadline()
 		return
 	}
 	l.stopCtx, l.stopRenew = context.WithCancel(context.Background())
@@ -588,12 +588,31 @@ func (l *lease) start(interval time.Duration) {
 // halt stops the deadline timer or the renewer, waiting for the renewer to
 // return.
 func (l *lease) halt() {
+	l.mu.Lock()
+	l.halted = true
 	if l.timer != nil {
 		l.timer.Stop()
 	}
+	l.mu.Unlock()
 	if l.stopRenew != nil {
 		l.stopRenew()
 		<-l.renewerEnd
+	}
+}
+
+// watchDeadline cancels the hold's context once the lease has run out,
+// looking again at least every suspendCheck in case the system was
+// suspended meanwhile.
+func (l *lease) watchDeadline() {
+	left := time.Until(l.safeUntil())
+	if left <= 0 {
+		l.cancel(ErrLeaseLost)
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.halted {
+		l.timer = time.AfterFunc(min(left, suspendCheck), l.watchDeadline)
 	}
 }
 
@@ -603,10 +622,13 @@ func (l *lease) generation() uint64 {
 	return l.rec.Generation
 }
 
+// safeUntil returns the end of the lease on the monotonic clock, brought
+// forward by the time the system was suspended since it was set.
 func (l *lease) safeUntil() time.Time {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.deadline
+	d, from := l.deadline, l.from
+	l.mu.Unlock()
+	return d.Add(-from.suspendedSince())
 }
 
 // renewLoop renews every interval until stopped, the lease is lost, or
@@ -652,7 +674,7 @@ func (l *lease) renewLoop(interval time.Duration) {
 // and when (monotonic) the first attempt was sent.
 type renewal struct {
 	nonce, etag string
-	start       time.Time
+	start       instant
 }
 
 // renew rewrites our record with a fresh nonce (or the nonce of an
@@ -660,7 +682,7 @@ type renewal struct {
 // moment before the request. On ErrLeaseLost the lease's context has been
 // cancelled.
 func (l *lease) renew(ctx context.Context) error {
-	start := time.Now()
+	start := now()
 	l.mu.Lock()
 	rec, etag := l.rec, l.etag
 	p := l.pending
@@ -695,12 +717,12 @@ func (l *lease) renew(ctx context.Context) error {
 }
 
 // extend records a successful write of ours.
-func (l *lease) extend(etag string, rec *record, start time.Time) {
+func (l *lease) extend(etag string, rec *record, start instant) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.etag, l.rec = etag, *rec
-	if d := start.Add(l.lm.ttl - drift(l.lm.ttl)); d.After(l.deadline) {
-		l.deadline = d
+	if d := start.mono.Add(l.lm.ttl - drift(l.lm.ttl)); d.After(l.deadline) {
+		l.deadline, l.from = d, start
 	}
 	l.pending = renewal{}
 }
@@ -711,7 +733,7 @@ func (l *lease) extend(etag string, rec *record, start time.Time) {
 func (l *lease) adopt(s *snapshot) error {
 	l.mu.Lock()
 	var ours bool
-	var start time.Time
+	var start instant
 	if s.rec != nil && s.rec.held() {
 		if s.rec.Nonce == l.rec.Nonce {
 			ours = true
@@ -721,7 +743,7 @@ func (l *lease) adopt(s *snapshot) error {
 	}
 	l.mu.Unlock()
 	if ours {
-		if start.IsZero() {
+		if start.mono.IsZero() {
 			l.mu.Lock()
 			l.etag = s.etag
 			l.mu.Unlock()

@@ -148,23 +148,27 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 	return nil
 }
 
-// Lock acquires the lock, waiting while someone else holds it. While it
-// waits it polls the lock object with GETs, never more than one retry
-// interval apart (see [WithRetryInterval] and [WithBackoff]), more often
-// when its turn is near, and early when the current hold is due to expire
-// before the next poll. It writes only when a poll finds the lock free or
-// expired. Waiters take a free lock in the order they arrived: one that
-// finds it free while an earlier waiter is still waiting (each lock record
-// says how long its holder waited) leaves it to that waiter for a few
-// round trips, and takes it only if it is still free then. So contenders
-// seldom write in vain, and a Mutex that unlocks and locks again while
-// others wait goes to the back of the queue. Transient S3 errors are
-// retried at the retry interval.
+// Lock locks m. If the lock is already in use, by another process or
+// through another Mutex or another goroutine of this one, Lock waits until
+// it is released or its hold expires. Waiters take turns (see the package
+// documentation for what is guaranteed). While it waits, Lock polls the
+// lock object with GETs, never more than one retry interval apart (see
+// [WithRetryInterval] and [WithBackoff]), and writes only to take the lock.
+// It retries through S3 failures (network errors, 5xx, throttling) until
+// ctx ends or [WithFailureTimeout] runs out.
 //
-// On failure m does not hold the lock, and the error is one of: an error
-// wrapping ctx.Err() when ctx ends first; the last *LockedError when the
-// backoff gives up; or an S3 error that retrying cannot fix (missing
-// bucket, access denied, a store without conditional writes).
+// On failure m does not hold the lock, and the error is one of:
+//   - when ctx ends first: an error matching ctx.Err() and also the last
+//     attempt's error, which is a *LockedError naming the holder (matching
+//     [ErrLocked]) when the lock was held, or the S3 failure (matching
+//     [ErrUnavailable]) when S3 could not be reached;
+//   - when WithFailureTimeout runs out: the last failure, matching
+//     ErrUnavailable;
+//   - when a backoff from WithBackoff gives up: the last *LockedError;
+//   - an error that retrying cannot fix: a missing bucket
+//     ([ErrBucketNotFound]), denied access ([ErrAccessDenied]), a store
+//     without conditional writes ([ErrConditionalWritesUnsupported]), a lock
+//     whose fencing token cannot grow ([ErrInvalidLockObject]).
 func (m *Mutex) Lock(ctx context.Context) error {
 	select {
 	case m.turn <- struct{}{}:
@@ -270,21 +274,26 @@ func (m *Mutex) checkStore(ctx context.Context) error {
 }
 
 // checkStoreRetrying is checkStore for Lock: a probe that could not reach a
-// verdict is tried again every retry interval until ctx ends.
+// verdict is tried again every retry interval until ctx ends (or the
+// failure timeout runs out).
 func (m *Mutex) checkStoreRetrying(ctx context.Context) error {
+	var failing failureRun
 	for {
 		err := m.checkStore(ctx)
 		var pe *ProbeError
 		if err == nil || errors.As(err, &pe) || isPermanent(err) {
+			failing.recovered(m.lm.log, m.lm.key)
 			return err
 		}
-		m.lm.log.Warn("s3lock: store probe failed; retrying", "key", m.lm.key, "error", err)
+		if d := failing.failed(m.lm.log, m.lm.key, err); m.opts.failureTimeout > 0 && d >= m.opts.failureTimeout {
+			return fmt.Errorf("s3lock: Lock %s: probing the store: gave up after S3 failed for %v without a break: %w", m.lm.name(), d.Round(time.Millisecond), err)
+		}
 		t := time.NewTimer(m.opts.retryInterval)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("s3lock: Lock %s: probing the store: %w (last attempt: %v)", m.lm.name(), ctx.Err(), err)
+			return fmt.Errorf("s3lock: Lock %s: probing the store: %w (last attempt: %w)", m.lm.name(), ctx.Err(), err)
 		}
 	}
 }

@@ -13,14 +13,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
-
 	"github.com/s3lock/s3lock"
 )
 
 // Defaults of run's flags.
 const (
 	defaultKillGrace = 10 * time.Second
+	// defaultFailureTimeout is how long run waits through an S3 that
+	// keeps failing before it exits 69, whatever --wait says.
+	defaultFailureTimeout = 2 * time.Minute
 	// releaseTimeout bounds the release after the child has exited.
 	releaseTimeout = 30 * time.Second
 )
@@ -37,6 +38,7 @@ type runOpts struct {
 	command      string
 	shell        string
 	killGrace    time.Duration
+	failTimeout  time.Duration
 	verbose      bool
 }
 
@@ -88,6 +90,7 @@ func newRunCommand() (*command, *runOpts) {
 	c.alias("c", "command")
 	fs.StringVar(&o.shell, "shell", "/bin/sh", "`path` of the shell that runs -c strings, as shell -c string")
 	fs.DurationVar(&o.killGrace, "kill-grace", defaultKillGrace, "after a lost lease, wait `duration` between SIGTERM and SIGKILL")
+	fs.DurationVar(&o.failTimeout, "failure-timeout", defaultFailureTimeout, "exit 69 once S3 has failed for `duration` without a break while waiting, whatever --wait says")
 	fs.BoolVar(&o.verbose, "verbose", false, "log every S3 write of the lock on stderr")
 	c.alias("v", "verbose")
 	o.aws.register(c)
@@ -170,10 +173,14 @@ func (o *runOpts) validate() error {
 		return usageErr("--conflict-exit-code must be 0..255, got %d", o.conflictCode)
 	case o.killGrace <= 0:
 		return usageErr("--kill-grace must be positive, got %v", o.killGrace)
+	case o.failTimeout <= 0:
+		return usageErr("--failure-timeout must be positive, got %v", o.failTimeout)
 	case o.ttl < time.Second:
 		return usageErr("--ttl must be at least 1s, got %v", o.ttl)
 	case o.renew < 0:
 		return usageErr("--renew-interval must be positive, got %v", o.renew)
+	case o.renew > 0 && o.renew < s3lock.MinAutoRenewInterval:
+		return usageErr("--renew-interval must be at least %v, got %v", s3lock.MinAutoRenewInterval, o.renew)
 	case o.renew > o.ttl/3:
 		return usageErr("--renew-interval %v must be at most TTL/3 (%v)", o.renew, o.ttl/3)
 	case o.nonblock && o.wait.set && o.wait.d != 0:
@@ -196,33 +203,13 @@ func (o *runOpts) mutexOptions(stderr io.Writer) []s3lock.Option {
 	opts := []s3lock.Option{
 		s3lock.WithTTL(o.ttl),
 		s3lock.WithAutoRenew(o.renew),
+		s3lock.WithFailureTimeout(o.failTimeout),
 		s3lock.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))),
 	}
 	if o.owner != "" {
 		opts = append(opts, s3lock.WithOwner(o.owner))
 	}
-	if o.wait.set && o.wait.d > 0 {
-		opts = append(opts, s3lock.WithBackoff(&deadlineBackOff{wait: o.wait.d, interval: s3lock.DefaultRetryInterval}))
-	}
 	return opts
-}
-
-// deadlineBackOff polls every interval until wait has passed since Reset,
-// then stops, so that Lock returns the last attempt's error (a
-// *LockedError when the lock was simply held).
-type deadlineBackOff struct {
-	wait, interval time.Duration
-	deadline       time.Time
-}
-
-func (b *deadlineBackOff) Reset() { b.deadline = time.Now().Add(b.wait) }
-
-func (b *deadlineBackOff) NextBackOff() time.Duration {
-	left := time.Until(b.deadline)
-	if left <= 0 {
-		return backoff.Stop
-	}
-	return min(left, b.interval)
 }
 
 // errInterrupted is the cause of the wait's context when a signal ends it.
@@ -251,9 +238,16 @@ func (o *runOpts) acquire(ctx context.Context, m *s3lock.Mutex, u s3URL, sigs <-
 		}
 	}()
 	var err error
-	if o.wait.set && o.wait.d == 0 {
+	switch {
+	case o.wait.set && o.wait.d == 0:
 		err = m.TryLock(actx)
-	} else {
+	case o.wait.set:
+		// When the wait runs out while someone else holds the lock, Lock's
+		// error matches both the deadline and ErrLocked.
+		wctx, wcancel := context.WithTimeout(actx, o.wait.d)
+		err = m.Lock(wctx)
+		wcancel()
+	default:
 		err = m.Lock(actx)
 	}
 	close(stop)

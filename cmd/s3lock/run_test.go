@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -204,6 +205,35 @@ func TestRunS3Unavailable(t *testing.T) {
 	}
 	if r := h.run(nil, "status", h.url("locks/unavailable")); r.code != exitUnavailable || len(lines(r.stderr)) != 1 {
 		t.Errorf("status against a failing S3: exit code %d, stderr %q; want %d and one line", r.code, r.stderr, exitUnavailable)
+	}
+}
+
+// TestRunGivesUpOnUnreachableS3: without --wait (wait forever), run still
+// exits 69 once S3 has failed for --failure-timeout without a break, and
+// logs the failure once instead of once per retry.
+func TestRunGivesUpOnUnreachableS3(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.endpoint = "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	marker := h.path("marker")
+	argv, env := childCmd("marker", "MARKER="+marker)
+	for _, flags := range [][]string{{"--failure-timeout", "2s"}, {"--failure-timeout", "2s", "--wait", "1h"}} {
+		args := append(append([]string{"run"}, flags...), h.url("locks/unreachable"), "--")
+		r := h.run(env, append(args, argv...)...)
+		if r.code != exitUnavailable || exists(marker) {
+			t.Errorf("run %v against an endpoint where nothing listens: exit code %d, ran: %v; want %d, not run (stderr: %s)", flags, r.code, exists(marker), exitUnavailable, r.stderr)
+		}
+		if n := strings.Count(r.stderr, "S3 request failed"); n != 1 {
+			t.Errorf("run %v: %d warnings of a failed request in %v; want 1, the rest rate-limited (stderr: %s)", flags, n, r.elapsed, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "gave up after S3 failed for") {
+			t.Errorf("run %v: stderr %q; want the reason it gave up", flags, r.stderr)
+		}
 	}
 }
 

@@ -77,9 +77,22 @@ func run(ctx context.Context, bucket, key, endpoint string, ttl, work, wait time
 			return context.Cause(ctx)
 		}
 	})
+	return explain(err, wait)
+}
+
+// explain says why the job did not run, when it did not: Lock's error
+// matches its context's error and carries its last attempt, so a timeout
+// while someone else held the lock names the holder, and one while S3
+// could not be reached says so.
+func explain(err error, wait time.Duration) error {
 	var locked *s3lock.LockedError
-	if errors.As(err, &locked) {
-		return fmt.Errorf("gave up waiting: %w", err)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.DeadlineExceeded) && errors.As(err, &locked):
+		return fmt.Errorf("gave up waiting after %v: %q holds the lock (generation %d): %w", wait, locked.Owner, locked.Generation, err)
+	case errors.Is(err, context.DeadlineExceeded) && errors.Is(err, s3lock.ErrUnavailable):
+		return fmt.Errorf("gave up waiting after %v: S3 could not be reached: %w", wait, err)
 	}
 	return err
 }
