@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,9 +63,10 @@ type leaseManager struct {
 	// free is a free record this Mutex wrote or saw last; when set, the
 	// next acquire first tries one If-Match PUT over it (the warm path).
 	free *snapshot
-	// watchETag and watchSince implement the monotonic expiry rule: the
-	// ETag last seen and when (monotonic) it was first seen.
-	watchETag  string
+	// watchKey and watchSince implement the monotonic expiry rule: the
+	// version of the object last seen (see versionKey) and when
+	// (monotonic) it was first seen.
+	watchKey   string
 	watchSince time.Time
 	// orphans are held records this Mutex wrote, or may have written,
 	// that it no longer holds through a lease: a record carrying one of
@@ -72,6 +74,7 @@ type leaseManager struct {
 	orphans []orphan
 	// pace is what Lock remembers to pace its polls (see wait.go).
 	pace pacing
+
 }
 
 // snapshot is the lock object as one GET (or one of our writes) left it.
@@ -161,7 +164,7 @@ func (lm *leaseManager) read(ctx context.Context) (*snapshot, error) {
 	default:
 		s.rec = rec
 	}
-	lm.observe(s.etag, seenAt)
+	lm.observe(s.versionKey(), seenAt)
 	lm.pruneOrphans(s)
 	return s, nil
 }
@@ -216,21 +219,40 @@ func (lm *leaseManager) put(ctx context.Context, rec *record, cond condition, op
 		}
 		etag = s.etag
 	}
-	lm.observe(etag, time.Now())
+	lm.observe(recordKey(rec), time.Now())
 	return etag, failNone, nil
 }
 
 var errNoETag = errors.New("no ETag")
 
-// observe feeds the monotonic expiry rule: it remembers when an ETag was
-// first seen.
-func (lm *leaseManager) observe(etag string, at time.Time) {
+// observe feeds the monotonic expiry rule: it remembers when a version of
+// the object was first seen.
+func (lm *leaseManager) observe(key string, at time.Time) {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
-	if etag != lm.watchETag || lm.watchSince.IsZero() {
-		lm.watchETag, lm.watchSince = etag, at
+	if key != lm.watchKey || lm.watchSince.IsZero() {
+		lm.watchKey, lm.watchSince = key, at
 	}
 }
+
+// versionKey names the version of the object in s for the monotonic
+// expiry rule. For a record it is the nonce and state, not the ETag: a
+// waiter that reserves the next turn rewrites the held record but keeps
+// its nonce, and that must not restart the watch of a holder that may be
+// dead. Only the holder writes a new nonce (every renewal does), so the
+// nonce first seen at some moment was written by the holder before it.
+func (s *snapshot) versionKey() string {
+	switch {
+	case s.rec != nil:
+		return recordKey(s.rec)
+	case s.etag == "":
+		// Nothing tells one version from another: never the same.
+		return "unknown:" + strconv.FormatInt(s.seenAt.UnixNano(), 10)
+	}
+	return "etag:" + s.etag
+}
+
+func recordKey(r *record) string { return r.State + ":" + r.Nonce }
 
 // untilExpired returns how long until a hold seen in s, with the given TTL,
 // may be judged expired; <= 0 means it is expired now. Two rules, each safe
@@ -238,15 +260,16 @@ func (lm *leaseManager) observe(etag string, at time.Time) {
 //   - S3's clock: Date - Last-Modified >= ttl + margin + 1s. Both headers
 //     are truncated to the second, so this proves the object is older than
 //     ttl + margin.
-//   - this process's monotonic clock: the same ETag has been seen for
-//     ttl + margin since it was first seen (the write happened before).
+//   - this process's monotonic clock: the same version (the holder's
+//     nonce, see versionKey) has been seen for ttl + margin since it was
+//     first seen (the holder's write happened before).
 //
 // Neither rule reads a client's wall clock.
 func (lm *leaseManager) untilExpired(s *snapshot, ttl time.Duration) time.Duration {
 	need := ttl + lm.margin
 	lm.mu.Lock()
 	since := lm.watchSince
-	same := lm.watchETag == s.etag
+	same := lm.watchKey == s.versionKey()
 	lm.mu.Unlock()
 	left := need
 	if same && !since.IsZero() {
@@ -411,6 +434,9 @@ func (lm *leaseManager) acquire(ctx context.Context, w *waiter) (*lease, error) 
 		if w != nil {
 			claim, n := w.decide(s, le)
 			switch {
+			case le != nil && w.reserve:
+				lm.reserve(ctx, s, w)
+				return nil, le
 			case le != nil:
 				return nil, le
 			case !claim:
@@ -435,6 +461,18 @@ func (lm *leaseManager) acquire(ctx context.Context, w *waiter) (*lease, error) 
 			return l, err
 		}
 		s = next
+	}
+}
+
+// reserve writes w's reservation of the next turn into the held record in
+// s: the same record with Next and NextWaited set, under If-Match, so it
+// lands only over the version w judged. Its outcome needs no resolving:
+// the next poll shows whether the record names w.
+func (lm *leaseManager) reserve(ctx context.Context, s *snapshot, w *waiter) {
+	rec := *s.rec
+	rec.Next, rec.NextWaited = w.id, w.age(rec.Generation)
+	if _, f, _ := lm.put(ctx, &rec, condition{etag: s.etag}); f == failNone {
+		w.reserved, w.rank = true, 0
 	}
 }
 
@@ -682,6 +720,18 @@ type renewal struct {
 // moment before the request. On ErrLeaseLost the lease's context has been
 // cancelled.
 func (l *lease) renew(ctx context.Context) error {
+	again, err := l.renewOnce(ctx)
+	if again {
+		// A waiter had reserved the next turn in our record, which our
+		// write was not conditioned on: renew over its version.
+		_, err = l.renewOnce(ctx)
+	}
+	return err
+}
+
+// renewOnce makes one renewal write. again reports that it found our
+// record unrenewed but rewritten (by a waiter reserving the next turn).
+func (l *lease) renewOnce(ctx context.Context) (again bool, err error) {
 	start := now()
 	l.mu.Lock()
 	rec, etag := l.rec, l.etag
@@ -695,7 +745,7 @@ func (l *lease) renew(ctx context.Context) error {
 	newETag, f, err := l.lm.put(ctx, &rec, condition{etag: etag})
 	if f == failNone {
 		l.extend(newETag, &rec, start)
-		return nil
+		return false, nil
 	}
 	// Whatever the error, an earlier attempt of the SDK's may have been
 	// applied (a 409 or 412 can answer a retry of an applied write):
@@ -705,15 +755,18 @@ func (l *lease) renew(ctx context.Context) error {
 	l.mu.Unlock()
 	switch {
 	case f == failConflict || f == failPermanent:
-		return err
+		return false, err
 	case f != failPrecondition && f != failNotFound && ctx.Err() != nil:
-		return err
+		return false, err
 	}
 	s, rerr := l.lm.read(ctx)
 	if rerr != nil {
-		return errors.Join(err, rerr)
+		return false, errors.Join(err, rerr)
 	}
-	return l.adopt(s)
+	l.mu.Lock()
+	again = s.rec != nil && s.rec.held() && s.rec.Nonce == l.rec.Nonce && s.etag != l.etag
+	l.mu.Unlock()
+	return again, l.adopt(s)
 }
 
 // extend records a successful write of ours.
@@ -744,8 +797,11 @@ func (l *lease) adopt(s *snapshot) error {
 	l.mu.Unlock()
 	if ours {
 		if start.mono.IsZero() {
+			// Our record, rewritten by a waiter that reserved the next
+			// turn: keep the reservation in our next writes.
 			l.mu.Lock()
 			l.etag = s.etag
+			l.rec.Next, l.rec.NextWaited = s.rec.Next, s.rec.NextWaited
 			l.mu.Unlock()
 		} else {
 			l.extend(s.etag, s.rec, start)

@@ -42,6 +42,14 @@ type record struct {
 	// in order (see wait.go); it is a scheduling hint only, never used to
 	// decide whether the lock may be taken.
 	Waited uint64 `json:"waited,omitempty"`
+	// Next is the id of a waiter that has reserved the next turn, and
+	// NextWaited how many grants it had waited through when it did (see
+	// wait.go). A waiter writes them into the held record, keeping every
+	// other field; the holder's release keeps them, and the free record is
+	// then left to that waiter for a bounded time. A scheduling hint only,
+	// never used to decide whether the lock may be taken.
+	Next       string `json:"next,omitempty"`
+	NextWaited uint64 `json:"next_waited,omitempty"`
 }
 
 func (r *record) ttl() time.Duration { return time.Duration(r.TTLMillis) * time.Millisecond }
@@ -71,13 +79,24 @@ func decodeRecord(body []byte) (*record, error) {
 		return nil, fmt.Errorf("object larger than %d bytes", MaxRecordSize)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
-	var r record
-	if err := dec.Decode(&r); err != nil {
+	// The hint fields are decoded on their own: one that does not parse
+	// is ignored, rather than making the whole record invalid.
+	var w struct {
+		record
+		Waited     json.RawMessage `json:"waited"`
+		Next       json.RawMessage `json:"next"`
+		NextWaited json.RawMessage `json:"next_waited"`
+	}
+	if err := dec.Decode(&w); err != nil {
 		return nil, fmt.Errorf("not an s3lock record: %v", err)
 	}
 	if dec.More() {
 		return nil, fmt.Errorf("not an s3lock record: trailing data")
 	}
+	r := w.record
+	hint(w.Waited, &r.Waited)
+	hint(w.Next, &r.Next)
+	hint(w.NextWaited, &r.NextWaited)
 	switch {
 	case r.Schema != recordSchema:
 		return nil, fmt.Errorf("unknown record schema %d", r.Schema)
@@ -93,6 +112,14 @@ func decodeRecord(body []byte) (*record, error) {
 		return nil, fmt.Errorf("held record with generation 0")
 	}
 	return &r, nil
+}
+
+// hint decodes a hint field into v, leaving v zero if it does not parse.
+func hint[T any](raw json.RawMessage, v *T) {
+	if len(raw) > 0 && json.Unmarshal(raw, v) != nil {
+		var zero T
+		*v = zero
+	}
 }
 
 // salvage is what can still be read from a lock object that is not a

@@ -26,8 +26,30 @@ import (
 // more than the writes themselves. Nobody ever sleeps longer than one
 // retry interval between polls.
 //
+// That queue needs no writes, but it cannot see a waiter that polls less
+// often than the lock changes hands: a Mutex that unlocks and locks again
+// at once takes its own free record back before a waiter polling every
+// retry interval has read it, and with long holds the waiter next in line
+// can miss the short moment the lock is free. So a waiter that has been
+// passed over (it saw more grants go by than the current holder waited
+// for itself, see reserveAge) reserves the next turn: one conditional PUT
+// that rewrites the held record unchanged but for Next (its random id)
+// and NextWaited (its age). The holder's next renewal or release meets a
+// 412, reads, finds its own nonce, and writes over the new version
+// keeping Next; its free record is then left to that waiter alone for
+// reservationTTL, even by the Mutex that released it. An older waiter may
+// take a reservation over from a younger one. The reserved waiter paces
+// its polls to the expected end of the hold (from the observed grant
+// period), so the hand-off costs a fraction of a round trip. TryLock
+// ignores reservations: it takes a free lock whenever it finds one, as a
+// caller that asks once expects.
+//
 // None of this decides whether the lock may be taken: that is judge's
-// business, and every write stays conditional. A wrong or hostile Waited
+// business, and every write stays conditional. A reservation keeps the
+// holder's nonce, and the monotonic expiry watch is keyed by nonce, so
+// it does not delay the takeover of a dead holder's hold on that rule;
+// by S3's clock it can, by at most one TTL + margin after the last
+// reservation. A wrong or hostile Waited
 // only makes waiters poll at a different pace or leave a free lock alone
 // for at most maxDeferRank units of a few round trips (and not at all
 // once the free record is staleFree old), polling no less than once per
@@ -66,28 +88,37 @@ const staleFree = 2 * time.Second
 // minPoll is the shortest pause between two polls.
 const minPoll = time.Millisecond
 
+// reservationTTL is how long a free record reserved for a waiter is left
+// to it (judged on the reader's monotonic clock from when it first saw the
+// record, or by S3's clock): the most a reserved waiter that died or a
+// hostile Next delays the others.
+const reservationTTL = 2 * time.Second
+
+// reserveAge returns the age (grants since arrival, counting the hold in
+// progress) at which a waiter that finds the lock held by rec reserves the
+// next turn: once it has been passed over one grant more than rec's holder
+// waited for its own turn. While the queue works, every holder waited
+// about as many grants as there are waiters, so reservations are rare;
+// when one Mutex keeps re-taking its own free record, its records say it
+// waited for nothing, and the first waiter passed over reserves.
+func reserveAge(rec *record) uint64 {
+	return 2 + min(rec.Waited, maxDeferRank)
+}
+
 // pacing is what a Mutex remembers between Lock calls to pace its polls.
 // It is protected by leaseManager.mu.
 type pacing struct {
-	rtt        time.Duration // EWMA of the duration of our GETs
-	periodTime time.Duration // decayed sums of observed time and grants:
-	periodGens float64       // periodTime / periodGens is the grant period
-	streak     int           // consecutive warm re-acquires
-	cool       int           // Locks left that read first (see coolDown)
-}
-
-// grantPeriod returns the observed time between two grants (0 if unknown).
-func (p *pacing) grantPeriod() time.Duration {
-	if p.periodGens < 1 {
-		return 0
-	}
-	return time.Duration(float64(p.periodTime) / p.periodGens)
+	rtt    time.Duration // EWMA of the duration of our GETs
+	period time.Duration // EWMA of the observed time between grants (0: unknown)
+	streak int           // consecutive warm re-acquires
+	cool   int           // Locks left that read first (see coolDown)
 }
 
 // waiter is the state of one Lock call while it waits: its place in the
 // queue and what its next poll should be.
 type waiter struct {
 	lm       *leaseManager
+	id       string        // what this waiter writes as Next
 	interval time.Duration // the current retry interval
 
 	arrived bool   // arrival is known
@@ -108,26 +139,36 @@ type waiter struct {
 	lastGen uint64    // generation of the last poll, for the grant period
 	lastAt  time.Time // when that poll answered (zero: none yet)
 
+	// The last change of generation seen, for the grant period: its
+	// generation and when it happened (estimated between two polls).
+	changeGen uint64
+	changeAt  time.Time
+	// holdSince is the earliest the hold the last poll found can have
+	// begun (zero: unknown).
+	holdSince time.Time
+
 	force bool // claim any claimable lock (the backoff gave up waiting)
 
 	// What the last decision asks of the next poll.
 	deferred  bool          // leaving a free lock to older waiters
 	deferLeft time.Duration // how much longer to leave it
 	rank      int64         // polls of a held lock: grants ahead of us (<= 0: next)
+	reserved  bool          // the held record names this waiter as Next
+	reserve   bool          // reserve the next turn in the held record polled
 }
 
 func (lm *leaseManager) newWaiter(interval time.Duration) *waiter {
-	return &waiter{lm: lm, interval: interval, rank: 1 << 30}
+	return &waiter{lm: lm, id: newNonce()[:16], interval: interval, rank: 1 << 30}
 }
 
 // takeFree returns the snapshot acquire should start from (nil: read the
 // lock first). After a release it is the free record we wrote: TryLock
 // (w == nil) writes over it at once (the warm path) if the hold was
-// uncontended; Lock does too, unless it already did warmStreakLimit times
-// in a row or met contention lately (coolDown), in which case it reads
-// first. After a contended hold, Lock
-// takes the free record as its first poll (so it queues behind the waiters
-// without a request) and TryLock reads first.
+// uncontended; Lock does too, unless a waiter reserved the next turn, or
+// it already did warmStreakLimit times in a row or met contention lately
+// (coolDown), in which case it reads first. After a contended or reserved
+// hold, Lock takes the free record as its first poll (so it queues behind
+// the waiters without a request) and TryLock reads first.
 func (lm *leaseManager) takeFree(w *waiter) *snapshot {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
@@ -137,10 +178,10 @@ func (lm *leaseManager) takeFree(w *waiter) *snapshot {
 	case s == nil:
 		lm.pace.streak = 0
 		return nil
-	case s.rec != nil && s.rec.Waited == 0 && (w == nil || lm.pace.streak < warmStreakLimit && lm.pace.cool == 0):
+	case s.rec != nil && s.rec.Waited == 0 && (w == nil || s.rec.Next == "" && lm.pace.streak < warmStreakLimit && lm.pace.cool == 0):
 		lm.pace.streak++
 		return s
-	case s.rec != nil && s.rec.Waited == 0:
+	case s.rec != nil && s.rec.Waited == 0 && s.rec.Next == "":
 		// Read first this time: a waiter that polled while the lock was
 		// free writes before our GET and PUT are through.
 		lm.pace.streak = 0
@@ -160,14 +201,12 @@ func (lm *leaseManager) takeFree(w *waiter) *snapshot {
 
 // decide looks at a poll's snapshot s (le is judge's verdict: nil when the
 // lock may be taken) and says whether to claim it now, and with what
-// Waited. When it says no, pollIn tells when to poll next.
+// Waited. When it says no, pollIn tells when to poll next, and w.reserve
+// whether to reserve the next turn in the held record first.
 func (w *waiter) decide(s *snapshot, le *LockedError) (claim bool, waited uint64) {
-	gen := uint64(0)
-	if s.rec != nil {
-		gen = s.rec.Generation
-	}
+	gen := s.generation()
 	w.observe(s, gen)
-	w.deferred = false
+	w.deferred, w.reserve, w.reserved = false, false, false
 	if le != nil {
 		w.sawHeld = true
 		if s.rec == nil {
@@ -180,7 +219,22 @@ func (w *waiter) decide(s *snapshot, le *LockedError) (claim bool, waited uint64
 		if s.etag != w.heldETag {
 			w.heldETag, w.fastPolls = s.etag, 0
 		}
-		w.rank = int64(s.rec.Waited) - int64(w.age(gen))
+		age := w.age(gen)
+		w.rank = int64(s.rec.Waited) - int64(age)
+		if age+1 >= reserveAge(s.rec) {
+			// About to reserve: look at every grant from now on.
+			w.rank = min(w.rank, 1)
+		}
+		switch {
+		case s.rec.Next == w.id:
+			w.reserved, w.rank = true, 0
+		case s.rec.Next != "":
+			// Another waiter is next; an older one may take its place.
+			w.rank = max(w.rank, 1)
+			w.reserve = age > s.rec.NextWaited && age >= reserveAge(s.rec)
+		default:
+			w.reserve = age >= reserveAge(s.rec)
+		}
 		return false, 0
 	}
 	if w.force || !s.exists || s.rec == nil || s.rec.held() {
@@ -190,14 +244,30 @@ func (w *waiter) decide(s *snapshot, le *LockedError) (claim bool, waited uint64
 	if !w.arrived || gen+1 < w.arrival {
 		w.arrival, w.arrived = gen+1, true
 	}
+	if s.etag != w.freeETag {
+		w.freeETag, w.freeSince = s.etag, s.seenAt
+	}
+	switch {
+	case s.rec.Next == w.id:
+		return true, w.waited(s)
+	case s.rec.Next != "":
+		// Reserved for another waiter: leave it alone for reservationTTL.
+		left := reservationTTL - s.seenAt.Sub(w.freeSince)
+		if age := s.age(); age > 0 {
+			left = min(left, reservationTTL-age)
+		}
+		if left <= 0 {
+			return true, w.waited(s)
+		}
+		// Look again soon: the next hold is the one to reserve in.
+		w.deferred, w.deferLeft, w.yielded = true, min(left, w.soon()), true
+		return false, 0
+	}
 	age := w.age(gen)
 	if age >= s.rec.Waited || w.stale(s) {
 		return true, w.waited(s)
 	}
 	total := time.Duration(min(s.rec.Waited-age, maxDeferRank)) * w.unit()
-	if s.etag != w.freeETag {
-		w.freeETag, w.freeSince = s.etag, s.seenAt
-	}
 	left := total - s.seenAt.Sub(w.freeSince)
 	if left <= 0 {
 		return true, w.waited(s)
@@ -245,8 +315,15 @@ func (w *waiter) waited(s *snapshot) uint64 {
 
 // stale reports a free record old enough by S3's clock that its Waited
 // no longer describes anyone.
-func (w *waiter) stale(s *snapshot) bool {
-	return !s.serverDate.IsZero() && !s.lastModified.IsZero() && s.serverDate.Sub(s.lastModified) >= staleFree
+func (w *waiter) stale(s *snapshot) bool { return s.age() >= staleFree }
+
+// age is how old the object in s is by S3's clock (Date − Last-Modified,
+// whole seconds; 0 when unknown or negative).
+func (s *snapshot) age() time.Duration {
+	if s.serverDate.IsZero() || s.lastModified.IsZero() {
+		return 0
+	}
+	return max(s.serverDate.Sub(s.lastModified), 0)
 }
 
 // noteRTT feeds the round-trip time with the duration of one request.
@@ -266,7 +343,8 @@ func (p *pacing) noteRTT(d time.Duration) {
 	}
 }
 
-// observe feeds the round-trip time and the grant period.
+// observe feeds the round-trip time and the grant period, and estimates
+// when the hold in s began.
 func (w *waiter) observe(s *snapshot, gen uint64) {
 	lm := w.lm
 	lm.mu.Lock()
@@ -275,10 +353,21 @@ func (w *waiter) observe(s *snapshot, gen uint64) {
 	if s.seenAt.IsZero() {
 		return
 	}
-	if !w.lastAt.IsZero() && gen >= w.lastGen && s.seenAt.After(w.lastAt) {
-		const decay = 0.9
-		lm.pace.periodTime = time.Duration(float64(lm.pace.periodTime)*decay) + s.seenAt.Sub(w.lastAt)
-		lm.pace.periodGens = lm.pace.periodGens*decay + float64(gen-w.lastGen)
+	if !w.lastAt.IsZero() && gen > w.lastGen && s.seenAt.After(w.lastAt) {
+		// The generation changed between the last poll and this one.
+		at := w.lastAt.Add(s.seenAt.Sub(w.lastAt) / 2)
+		if !w.changeAt.IsZero() && gen > w.changeGen {
+			sample := at.Sub(w.changeAt) / time.Duration(gen-w.changeGen)
+			if lm.pace.period == 0 {
+				lm.pace.period = sample
+			} else {
+				lm.pace.period += (sample - lm.pace.period) / 4
+			}
+		}
+		w.changeGen, w.changeAt = gen, at
+		w.holdSince = w.lastAt
+	} else if gen != w.lastGen || w.lastAt.IsZero() {
+		w.holdSince = time.Time{}
 	}
 	w.lastGen, w.lastAt = gen, s.seenAt
 }
@@ -315,18 +404,55 @@ func (w *waiter) pollIn(interval time.Duration) time.Duration {
 	switch {
 	case w.deferred:
 		return max(min(interval, w.deferLeft), minPoll)
-	case w.rank <= 0 && w.fastPolls < maxFastPolls:
-		w.fastPolls++
-		return min(interval, w.fast())
-	case w.rank == 1:
-		w.lm.mu.Lock()
-		period := w.lm.pace.grantPeriod()
-		w.lm.mu.Unlock()
-		if period > 0 {
-			return min(interval, max(w.fast(), period/2))
+	case w.rank <= 0:
+		limit := interval
+		if w.reserved {
+			// The free record will be ours only for reservationTTL.
+			limit = min(limit, reservationTTL/4)
 		}
+		return max(min(limit, w.nearEnd()), minPoll)
+	case w.rank == 1:
+		return min(interval, w.soon())
 	}
 	return interval
+}
+
+// soon is the pace of a waiter one grant from its turn: about twice per
+// grant period (when known), so it sees every grant.
+func (w *waiter) soon() time.Duration {
+	w.lm.mu.Lock()
+	period := w.lm.pace.period
+	w.lm.mu.Unlock()
+	if period <= 0 {
+		return w.interval
+	}
+	return max(w.fast(), period/2)
+}
+
+// nearEnd paces the polls of the waiter next in line: it halves the time
+// to the expected end of the hold (its estimated start plus the observed
+// grant period, less the hand-off's requests), polls fast around it, and
+// backs off by half the overdue time after it. Without an estimate it
+// doubles the pause after each fast poll of a hold.
+func (w *waiter) nearEnd() time.Duration {
+	fast := w.fast()
+	w.lm.mu.Lock()
+	period, rtt := w.lm.pace.period, w.lm.pace.rtt
+	w.lm.mu.Unlock()
+	if period <= 0 || w.holdSince.IsZero() {
+		// Nothing to aim at: poll fast, then twice as long each time.
+		d := fast << min(w.fastPolls, 20)
+		w.fastPolls++
+		return d
+	}
+	left := time.Until(w.holdSince.Add(period - 2*rtt))
+	switch {
+	case left > 2*fast:
+		return left / 2
+	case left > -4*fast:
+		return fast
+	}
+	return max(fast, -left/2)
 }
 
 // deferral is what acquire returns to Lock when it leaves a free lock to an

@@ -113,19 +113,17 @@ func TestWaiterPollPace(t *testing.T) {
 	if got := w.pollIn(interval); got != interval {
 		t.Errorf("pollIn two grants behind = %v; want %v", got, interval)
 	}
-	// Next in line: fast polls (rtt/2), at most maxFastPolls per hold.
+	// Next in line, with no grant period to aim at: a fast poll (rtt/2),
+	// then twice as long each time, up to the retry interval.
 	w.decide(heldSnap("b", 12, 3, now), &LockedError{})
-	for i := range maxFastPolls {
-		if got := w.pollIn(interval); got != rtt/2 {
-			t.Fatalf("fast poll %d = %v; want %v", i, got, rtt/2)
+	for i, want := range []time.Duration{rtt / 2, rtt, 2 * rtt, 4 * rtt, interval, interval} {
+		if got := w.pollIn(interval); got != want {
+			t.Fatalf("poll %d of one hold = %v; want %v", i, got, want)
 		}
 		w.decide(heldSnap("b", 12, 3, now), &LockedError{})
 	}
-	if got := w.pollIn(interval); got != interval {
-		t.Errorf("pollIn after %d fast polls of one hold = %v; want %v", maxFastPolls, got, interval)
-	}
 	// One grant behind with a known grant period: about twice per grant.
-	lm.pace.periodTime, lm.pace.periodGens = 500*time.Millisecond, 10
+	lm.pace.period = 50 * time.Millisecond
 	_, w2 := lm, lm.newWaiter(interval)
 	w2.decide(heldSnap("c", 20, 2, now), &LockedError{})
 	if got := w2.pollIn(interval); got != 25*time.Millisecond {

@@ -3,7 +3,7 @@
 // announces what it does on stdout, one line per event, so a test can
 // follow (and SIGKILL) several such processes.
 //
-// Each iteration: Lock, GET the counter object, print
+// Each iteration: print "WAITING", Lock, GET the counter object, print
 // "ACQUIRED <token> <counter value read>", sleep -hold, PUT the counter
 // plus one, print "COMMITTED <token> <value written>", print "RELEASING
 // <token>", Unlock, print "RELEASED <token>", sleep -pause. At the end it
@@ -74,6 +74,7 @@ func main() {
 	}
 	w := &s3locktest.Counter{Client: client, Bucket: *bucket, Key: *counterKey}
 	for range *iterations {
+		say("WAITING")
 		if err := m.Lock(ctx); err != nil {
 			fail(fmt.Errorf("locking: %w", err))
 		}
