@@ -256,20 +256,6 @@ func rawRecord(t *testing.T, srv *s3locktest.Server, key string) (map[string]any
 	return m, aws.ToString(out.ETag)
 }
 
-// waitForReservation waits until the held record names a waiter as next.
-func waitForReservation(t *testing.T, srv *s3locktest.Server, key string) string {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if rec, _ := rawRecord(t, srv, key); rec["next"] != nil {
-			return fmt.Sprint(rec["next"])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("no waiter reserved the next turn within 20s")
-	return ""
-}
-
 // reservationBound is the documented bound on how long a reservation whose
 // waiter is gone keeps a free lock from the others (2 s), plus a poll of
 // theirs and room for a loaded machine.

@@ -74,7 +74,6 @@ type leaseManager struct {
 	orphans []orphan
 	// pace is what Lock remembers to pace its polls (see wait.go).
 	pace pacing
-
 }
 
 // snapshot is the lock object as one GET (or one of our writes) left it.

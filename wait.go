@@ -71,10 +71,6 @@ const warmStreakLimit = 16
 // rounds while that waiter loses every race.
 const coolDown = 4
 
-// maxFastPolls bounds how many fast polls the next waiter in line makes
-// per hold: a hold that lasts longer is polled once per retry interval.
-const maxFastPolls = 4
-
 // maxDeferRank bounds how many older waiters a waiter leaves a free lock
 // to, whatever Waited says: a free lock is taken within maxDeferRank units
 // (a few round trips each) even if every older waiter has gone.
