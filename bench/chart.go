@@ -16,75 +16,100 @@ import (
 	"gonum.org/v1/plot/vg/vgsvg"
 )
 
-// writeChart draws grants/s and lock requests per grant against the number
-// of contenders, one line per retry interval, side by side, as SVG (or PNG
-// when path ends in .png).
+// writeChart draws four panels against the number of contenders, one
+// line per setting (retry interval and hold): throughput as a share of the
+// limit 1/(hold+4R), lock requests per grant, Jain's fairness index of the
+// grants per worker, and the largest bypass with the bound 2N. It writes
+// SVG, or PNG when path ends in .png.
 func writeChart(path string, rows []row) error {
 	if len(rows) == 0 {
 		return fmt.Errorf("no sweep results to draw")
 	}
-	var retries []float64
+	type line struct {
+		retry, hold float64
+		def         bool
+	}
+	var lines []line
 	for _, r := range rows {
-		if !slices.Contains(retries, r.RetryMS) {
-			retries = append(retries, r.RetryMS)
+		l := line{r.RetryMS, r.HoldMS, r.DefaultRetry}
+		if !slices.Contains(lines, l) {
+			lines = append(lines, l)
 		}
 	}
-	slices.Sort(retries)
 	lat := rows[0].LatencyMS
 
-	tput := plot.New()
-	tput.Title.Text = fmt.Sprintf("Throughput (R = %g ms)", lat)
-	tput.X.Label.Text = "contending processes"
-	tput.Y.Label.Text = "grants per second"
-	cost := plot.New()
-	cost.Title.Text = "Cost"
-	cost.X.Label.Text = "contending processes"
-	cost.Y.Label.Text = "lock requests per grant (PUTs dashed)"
+	panel := func(title, y string) *plot.Plot {
+		p := plot.New()
+		p.Title.Text = title
+		p.X.Label.Text = "contending processes"
+		p.Y.Label.Text = y
+		p.Y.Min = 0
+		return p
+	}
+	tput := panel(fmt.Sprintf("Throughput (R = %g ms)", lat), "% of the limit 1/(hold + 4R)")
+	cost := panel("Cost", "lock requests per grant (PUTs dashed)")
+	fair := panel("Fairness", "Jain's index of grants per process")
+	fair.Y.Max = 1.05
+	bypass := panel("Bypass", "most grants to others during one wait")
 	colors := []color.Color{
 		color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
 		color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
 		color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
 		color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+		color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+		color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
 	}
-	var maxN float64
-	for i, retry := range retries {
-		var perSec, reqs, puts plotter.XYs
+	dashed := []vg.Length{vg.Points(4), vg.Points(3)}
+	var minN, maxN float64
+	for i, l := range lines {
+		var pct, reqs, puts, jains, bypasses plotter.XYs
 		for _, r := range rows {
-			if r.RetryMS != retry {
+			if (line{r.RetryMS, r.HoldMS, r.DefaultRetry}) != l {
 				continue
 			}
 			n := float64(r.Workers)
+			if minN == 0 || n < minN {
+				minN = n
+			}
 			maxN = max(maxN, n)
-			perSec = append(perSec, plotter.XY{X: n, Y: r.PerSecond})
+			pct = append(pct, plotter.XY{X: n, Y: r.LimitPct})
 			reqs = append(reqs, plotter.XY{X: n, Y: r.LockRequests})
 			puts = append(puts, plotter.XY{X: n, Y: r.LockPUT})
+			jains = append(jains, plotter.XY{X: n, Y: r.Jain})
+			bypasses = append(bypasses, plotter.XY{X: n, Y: float64(r.MaxBypass)})
 		}
 		c := colors[i%len(colors)]
-		name := fmt.Sprintf("retry %g ms", retry)
-		if err := addLine(tput, perSec, c, nil, name); err != nil {
-			return err
+		name := fmt.Sprintf("retry %g ms", l.retry)
+		if l.def {
+			name = fmt.Sprintf("default retry (%g ms)", l.retry)
 		}
-		if err := addLine(cost, reqs, c, nil, name+": all"); err != nil {
-			return err
+		if l.hold > 0 {
+			name += fmt.Sprintf(", hold %g ms", l.hold)
 		}
-		if err := addLine(cost, puts, c, []vg.Length{vg.Points(4), vg.Points(3)}, name+": PUT"); err != nil {
-			return err
+		for _, add := range []struct {
+			p      *plot.Plot
+			xys    plotter.XYs
+			dashes []vg.Length
+			name   string
+		}{
+			{tput, pct, nil, name}, {cost, reqs, nil, name + ": all"}, {cost, puts, dashed, name + ": PUT"},
+			{fair, jains, nil, name}, {bypass, bypasses, nil, name},
+		} {
+			if err := addLine(add.p, add.xys, c, add.dashes, add.name); err != nil {
+				return err
+			}
 		}
 	}
-	if lat > 0 {
-		limit := 1000 / (4 * lat)
-		l, err := plotter.NewLine(plotter.XYs{{X: 1, Y: limit}, {X: maxN, Y: limit}})
-		if err != nil {
-			return err
-		}
-		l.Color = color.Gray{Y: 0x80}
-		l.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
-		tput.Add(l)
-		tput.Legend.Add("limit 1/(4R)", l)
+	// The bound the fairness work aims at: 2 grants per contender.
+	bound, err := plotter.NewLine(plotter.XYs{{X: minN, Y: 2 * minN}, {X: maxN, Y: 2 * maxN}})
+	if err != nil {
+		return err
 	}
-	tput.Y.Min, cost.Y.Min = 0, 0
-	tput.Legend.Top, cost.Legend.Top = false, true
-	tput.Legend.Left, cost.Legend.Left = true, true
+	bound.Color = color.Gray{Y: 0x80}
+	bound.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
+	bypass.Add(bound)
+	bypass.Legend.Add("2 × contenders", bound)
+
 	var ticks []plot.Tick
 	for _, r := range rows {
 		n := float64(r.Workers)
@@ -92,14 +117,18 @@ func writeChart(path string, rows []row) error {
 			ticks = append(ticks, plot.Tick{Value: n, Label: fmt.Sprint(r.Workers)})
 		}
 	}
-	for _, p := range []*plot.Plot{tput, cost} {
-		p.X.Scale = plot.LogScale{}
-		p.X.Tick.Marker = plot.ConstantTicks(ticks)
+	plots := [][]*plot.Plot{{tput, cost}, {fair, bypass}}
+	for _, row := range plots {
+		for _, p := range row {
+			p.X.Scale = plot.LogScale{}
+			p.X.Tick.Marker = plot.ConstantTicks(ticks)
+			p.Legend.Top, p.Legend.Left = false, true
+			p.Add(plotter.NewGrid())
+		}
 	}
-	tput.Add(plotter.NewGrid())
-	cost.Add(plotter.NewGrid())
+	cost.Legend.Top, bypass.Legend.Top = true, true
 
-	const w, h = 11 * vg.Inch, 4 * vg.Inch
+	const w, h = 11 * vg.Inch, 8 * vg.Inch
 	var canvas interface {
 		vg.CanvasSizer
 		io.WriterTo
@@ -108,11 +137,13 @@ func writeChart(path string, rows []row) error {
 		canvas = vgimg.PngCanvas{Canvas: vgimg.New(w, h)}
 	}
 	dc := draw.New(canvas)
-	tiles := draw.Tiles{Rows: 1, Cols: 2, PadX: vg.Millimeter * 6, PadY: vg.Millimeter * 2, PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
-	plots := [][]*plot.Plot{{tput, cost}}
+	tiles := draw.Tiles{Rows: 2, Cols: 2, PadX: vg.Millimeter * 6, PadY: vg.Millimeter * 6, PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
 	canvases := plot.Align(plots, tiles, dc)
-	tput.Draw(canvases[0][0])
-	cost.Draw(canvases[0][1])
+	for i, row := range plots {
+		for j, p := range row {
+			p.Draw(canvases[i][j])
+		}
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -81,7 +83,7 @@ func TestRunSmall(t *testing.T) {
 	switch {
 	case !ok:
 		t.Error("no contended row")
-	case c.Ops == 0 || c.Workers != 3 || c.LockPUT < 1 || c.Jain <= 0:
+	case c.Ops == 0 || c.Workers != 3 || c.LockPUT < 1 || c.Jain <= 0 || len(c.GrantsPerWorker) != 3:
 		t.Errorf("contended row = %+v; want grants from 3 workers, PUTs and a fairness index", c)
 	}
 	if k, ok := byName["3 keys, 1 worker each"]; !ok || k.Ops == 0 {
@@ -90,6 +92,79 @@ func TestRunSmall(t *testing.T) {
 	svg, err := os.ReadFile(chart)
 	if err != nil || !strings.Contains(string(svg), "<svg") {
 		t.Errorf("chart: %v; want an SVG file", err)
+	}
+}
+
+// TestFairnessSetting runs one fairness setting, as the command line to
+// measure a change does: default options, a hold, two workers.
+func TestFairnessSetting(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	args := []string{
+		"--scenario", "fairness", "--hold", "20ms", "--workers", "2", "--duration", "1200ms",
+		"--warmup", "100ms", "--latency", "2ms", "--progress", "never",
+	}
+	if err := run(context.Background(), args, &stdout, &stderr); err != nil {
+		t.Fatalf("run() = %v; stderr: %s", err, stderr.String())
+	}
+	want := "2 processes, hold 20ms, default retry (500ms)"
+	for _, s := range []string{want, "grants per worker, " + want + " (+2ms): [", "bypass", "longest"} {
+		if !strings.Contains(stdout.String(), s) {
+			t.Errorf("output lacks %q:\n%s", s, stdout.String())
+		}
+	}
+	stdout.Reset()
+	if err := run(context.Background(), append(args, "--json"), &stdout, &stderr); err != nil {
+		t.Fatalf("run(--json) = %v; stderr: %s", err, stderr.String())
+	}
+	var rep report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil || len(rep.Rows) != 1 {
+		t.Fatalf("output is not one JSON row: %v\n%s", err, stdout.String())
+	}
+	r := rep.Rows[0]
+	var sum int64
+	for _, g := range r.GrantsPerWorker {
+		sum += int64(g)
+	}
+	if r.Scenario != "fairness" || !r.DefaultRetry || r.RetryMS != 500 || r.HoldMS != 20 || len(r.GrantsPerWorker) != 2 || sum != r.Ops || r.Ops == 0 {
+		t.Errorf("row = %+v; want the fairness scenario at the default retry, hold 20 ms, grants of 2 workers summing to ops", r)
+	}
+	if r.LongestWaitMS <= 0 || r.LimitPct <= 0 || r.LockPUT <= 0 {
+		t.Errorf("row = %+v; want a longest wait, a share of the limit and PUTs per grant", r)
+	}
+}
+
+// TestAnalyze checks grants per worker, the bypass and the longest wait on
+// a made-up run whose window is [100, 1000) ns.
+func TestAnalyze(t *testing.T) {
+	results := []workerResult{
+		{Locks: []lockCall{{Start: 100, Granted: 110, Token: 1}, {Start: 120, Granted: 130, Token: 2}, {Start: 140, Granted: 150, Token: 3}, {Start: 160}}},
+		// Waits through tokens 1-3, then is cut short by the stop.
+		{Locks: []lockCall{{Start: 105, Granted: 155, Token: 4}, {Start: 170}}},
+		// Starved from the warm-up on: every grant of the run bypassed it.
+		{Locks: []lockCall{{Start: 50}}},
+		// Granted before the window only: not counted.
+		{Locks: []lockCall{{Start: 10, Granted: 20, Token: 0}}},
+	}
+	c := analyze(results, time.Unix(0, 100), time.Unix(0, 1000))
+	if want := []float64{3, 1, 0, 0}; !slices.Equal(c.grants, want) {
+		t.Errorf("grants = %v; want %v", c.grants, want)
+	}
+	if c.maxBypass != 4 {
+		t.Errorf("maxBypass = %d; want 4 (tokens 1-4, all granted after the starved worker began to wait)", c.maxBypass)
+	}
+	if c.longestWait != 950 {
+		t.Errorf("longestWait = %v; want 950ns (the starved worker's, up to the stop)", c.longestWait)
+	}
+	if c.dupTokens != 0 {
+		t.Errorf("dupTokens = %d; want 0", c.dupTokens)
+	}
+	results[2].Locks = nil
+	if c := analyze(results, time.Unix(0, 100), time.Unix(0, 1000)); c.maxBypass != 3 {
+		t.Errorf("without the starved worker, maxBypass = %d; want 3 (tokens 1-3 while worker 1 waited)", c.maxBypass)
+	}
+	results[3].Locks[0].Token = 4
+	if c := analyze(results, time.Unix(0, 100), time.Unix(0, 1000)); c.dupTokens != 1 {
+		t.Errorf("dupTokens = %d; want 1", c.dupTokens)
 	}
 }
 
@@ -108,6 +183,8 @@ func TestTableAndFlags(t *testing.T) {
 		{"--latency", "fast"},
 		{"--scenarios", "nope"},
 		{"--workers", "0"},
+		{"--hold", "soon"},
+		{"--retry", "0"},
 		{"--endpoint", "http://127.0.0.1:1"}, // no --bucket
 		{"extra"},
 	} {
