@@ -393,11 +393,15 @@ func plan(o *options) []step {
 				},
 			})
 		}
+		seen := map[setting]bool{} // the two scenarios may share settings
 		for _, sc := range []string{"contended", "fairness"} {
 			if o.scenarios[sc] {
 				for _, n := range o.workers {
 					for _, st := range o.settings(sc, n) {
-						steps = append(steps, contendedStep(o, sc, lat, st))
+						if !seen[st] {
+							seen[st] = true
+							steps = append(steps, contendedStep(o, sc, lat, st))
+						}
 					}
 				}
 			}
@@ -420,11 +424,15 @@ func plan(o *options) []step {
 		if o.external() {
 			lat = 0
 		}
+		seen := map[setting]bool{}
 		for _, sc := range []string{"contended", "fairness"} {
 			if sc == "contended" || o.scenarios["fairness"] {
 				for _, n := range o.contenders {
 					for _, st := range o.settings(sc, n) {
-						steps = append(steps, contendedStep(o, "sweep", lat, st))
+						if !seen[st] {
+							seen[st] = true
+							steps = append(steps, contendedStep(o, "sweep", lat, st))
+						}
 					}
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -214,5 +215,50 @@ func TestCheckFailsOnLostUpdates(t *testing.T) {
 		if err := check(&report{Rows: []row{r}}); err == nil {
 			t.Errorf("check(%+v) = nil; want an error", r)
 		}
+	}
+}
+
+// TestPlanSettings checks which contended settings each scenario runs:
+// the fairness scenario at the default retry with holds 100 ms and 1 s
+// unless told otherwise, and no setting twice.
+func TestPlanSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"fairness defaults", []string{"--scenario", "fairness", "--latency", "10ms"}, []string{
+			"fairness: 8 processes, hold 100ms, default retry (500ms), +10ms",
+			"fairness: 8 processes, hold 1s, default retry (500ms), +10ms",
+		}},
+		{"one setting", []string{"--scenario", "fairness", "--hold", "100ms", "--workers", "8", "--latency", "10ms"}, []string{
+			"fairness: 8 processes, hold 100ms, default retry (500ms), +10ms",
+		}},
+		{"contended defaults", []string{"--scenario", "contended", "--workers", "2,4", "--latency", "10ms"}, []string{
+			"contended: 2 processes, retry 20ms, +10ms", "contended: 2 processes, retry 80ms, +10ms",
+			"contended: 4 processes, retry 20ms, +10ms", "contended: 4 processes, retry 80ms, +10ms",
+		}},
+		{"shared settings once", []string{"--scenario", "contended,fairness", "--retry", "default", "--hold", "1s", "--latency", "10ms"}, []string{
+			"contended: 8 processes, hold 1s, default retry (500ms), +10ms",
+		}},
+		{"sweep", []string{"--scenario", "sweep,fairness", "--contenders", "2", "--hold", "100ms", "--latency", "10ms", "--workers", "3"}, []string{
+			"fairness: 3 processes, hold 100ms, default retry (500ms), +10ms",
+			"sweep: 2 processes, hold 100ms, retry 20ms, +10ms", "sweep: 2 processes, hold 100ms, retry 80ms, +10ms",
+			"sweep: 2 processes, hold 100ms, default retry (500ms), +10ms",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseFlags(tc.args, io.Discard)
+			if err != nil {
+				t.Fatalf("parseFlags(%q) = %v", tc.args, err)
+			}
+			var got []string
+			for _, st := range plan(o) {
+				got = append(got, st.label)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("plan(%q) =\n  %q\nwant\n  %q", tc.args, got, tc.want)
+			}
+		})
 	}
 }
