@@ -14,7 +14,7 @@ import (
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
-// Indicative S3 Standard prices in us-east-1 (S3-FACTS.md), USD per request.
+// Indicative S3 Standard prices in us-east-1 (AWS's price list), USD per request.
 const (
 	usdPerPUT = 0.005 / 1000
 	usdPerGET = 0.0004 / 1000
@@ -159,7 +159,7 @@ func BenchmarkFirstAcquire(b *testing.B) {
 // ms; an op is one grant, counted after 4 grants per worker of warm-up.
 // The limit is 1/(4R) = 25 grants/s. The counter lives on a second server
 // so that only lock requests are counted. The bench command
-// (cmd/s3lock-bench) runs the same with one process per worker.
+// (bench/, its own module) runs the same with one process per worker.
 func BenchmarkContended(b *testing.B) {
 	for _, retry := range []time.Duration{20 * time.Millisecond, 80 * time.Millisecond} {
 		b.Run(fmt.Sprintf("retry=%v", retry), func(b *testing.B) {

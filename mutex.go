@@ -200,20 +200,24 @@ func (m *Mutex) wait(ctx context.Context) (*lease, error) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
-	var err error // the last attempt's
+	var err error // the last attempt's that ctx did not cut short
 	for {
 		if ctx.Err() != nil {
 			return nil, m.gaveUp(ctx, err)
 		}
-		var l *lease
-		l, err = m.lm.acquire(ctx, w)
-		if err == nil {
+		l, aerr := m.lm.acquire(ctx, w)
+		if aerr == nil {
 			failing.recovered(m.lm.log, m.lm.key)
 			return l, nil
 		}
 		if ctx.Err() != nil {
+			// An attempt ctx cut short says less than the one before.
+			if err == nil {
+				err = aerr
+			}
 			return nil, m.gaveUp(ctx, err)
 		}
+		err = aerr
 		if isPermanent(err) {
 			return nil, err
 		}

@@ -47,8 +47,9 @@ type Server struct {
 type Option func(*config)
 
 type config struct {
-	bucket  string
-	latency time.Duration
+	bucket     string
+	latency    time.Duration
+	middleware func(http.Handler) http.Handler
 }
 
 // WithBucket names the bucket the server creates.
@@ -59,6 +60,15 @@ func WithBucket(name string) Option { return func(c *config) { c.bucket = name }
 // model the round trip to a real S3 region.
 // The default is no added latency.
 func WithLatency(d time.Duration) Option { return func(c *config) { c.latency = d } }
+
+// WithMiddleware wraps the handler that answers S3 requests with mw, to
+// observe or alter them (a benchmark that tracks each lock's state, say).
+// The wrapped handler runs after the added latency and any [Faults], and
+// the server's [Stats] count what it answers.
+// The default is no middleware.
+func WithMiddleware(mw func(http.Handler) http.Handler) Option {
+	return func(c *config) { c.middleware = mw }
+}
 
 // Start starts a server. Close it when done. Tests should prefer New.
 func Start(opts ...Option) (*Server, error) {
@@ -71,13 +81,12 @@ func Start(opts ...Option) (*Server, error) {
 		return nil, fmt.Errorf("s3locktest: creating bucket %q: %w", c.bucket, err)
 	}
 	faker := gofakes3.New(backend, gofakes3.WithTimeSkewLimit(0))
-	s := &Server{backend: backend, bucket: c.bucket, latency: c.latency, stats: newStats()}
-	handler := faker.Server()
-	serve := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		handler.ServeHTTP(rw, r)
-		s.stats.record(r.Method, rw.status)
-	})
+	s := &Server{backend: backend, bucket: c.bucket, latency: c.latency, stats: &Stats{}}
+	var handler http.Handler = faker.Server()
+	if c.middleware != nil {
+		handler = c.middleware(handler)
+	}
+	serve := s.stats.Handler(handler)
 	s.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		d := s.latency
@@ -95,7 +104,7 @@ func Start(opts ...Option) (*Server, error) {
 			f.serveHTTP(w, r, serve)
 			return
 		}
-		serve(w, r)
+		serve.ServeHTTP(w, r)
 	}))
 	return s, nil
 }
@@ -193,22 +202,4 @@ func (s *Server) PutObject(ctx context.Context, key string, body []byte) error {
 		Bucket: aws.String(s.bucket), Key: aws.String(key), Body: bytesReader(body),
 	})
 	return err
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if !r.wrote {
-		r.status, r.wrote = code, true
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	r.wrote = true
-	return r.ResponseWriter.Write(b)
 }

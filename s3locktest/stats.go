@@ -3,12 +3,16 @@ package s3locktest
 import (
 	"bytes"
 	"io"
+	"net/http"
 	"sort"
 	"sync"
 )
 
-// Stats counts the requests a Server answered, by HTTP method and status.
-// It counts at the HTTP layer, independently of any client-side counter.
+// Stats counts requests by HTTP method and status. A Server counts every
+// request it answers in its own Stats, at the HTTP layer, independently of
+// any client-side counter; [Stats.Handler] and [Stats.Transport] count
+// other traffic the same way. The zero value is ready to use, and a Stats
+// is safe for concurrent use.
 type Stats struct {
 	mu     sync.Mutex // protects counts
 	counts map[Request]int64
@@ -20,12 +24,60 @@ type Request struct {
 	Status int
 }
 
-func newStats() *Stats { return &Stats{counts: map[Request]int64{}} }
-
 func (s *Stats) record(method string, status int) {
 	s.mu.Lock()
+	if s.counts == nil {
+		s.counts = map[Request]int64{}
+	}
 	s.counts[Request{method, status}]++
 	s.mu.Unlock()
+}
+
+// Handler returns a handler that serves each request with next and then
+// counts it, with the status next answered (200 when it set none).
+func (s *Stats) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		s.record(r.Method, rec.status)
+	})
+}
+
+// Transport returns a RoundTripper that sends each request with next and
+// counts it, on the client side, with the status of the response (0 when
+// there was none: a network error).
+func (s *Stats) Transport(next http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := next.RoundTrip(r)
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		s.record(r.Method, status)
+		return resp, err
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.wrote = true
+	return r.ResponseWriter.Write(b)
 }
 
 // Snapshot returns a copy of the counters.

@@ -41,13 +41,15 @@ Usage:
   s3lock status [--json] [flags] s3://bucket/key
   s3lock unlock --force [flags] s3://bucket/key
   s3lock probe [flags] s3://bucket/prefix
+  s3lock completion bash|zsh|fish
   s3lock --version
 
 Commands:
-  run      take the lock, run the command while renewing the lease, release
-  status   show whether the lock is free or held, by whom, until when
-  unlock   break a stale or foreign hold (needs --force)
-  probe    check that a store honours conditional writes
+  run         take the lock, run the command while renewing the lease, release
+  status      show whether the lock is free or held, by whom, until when
+  unlock      break a stale or foreign hold (needs --force)
+  probe       check that a store honours conditional writes
+  completion  print a shell completion script (bash, zsh or fish)
 
 Run 's3lock COMMAND --help' for a command's flags and examples.
 

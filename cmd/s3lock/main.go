@@ -6,6 +6,7 @@
 //	s3lock status [--json] s3://bucket/key
 //	s3lock unlock --force s3://bucket/key
 //	s3lock probe s3://bucket/prefix
+//	s3lock completion bash|zsh|fish
 //
 // Run "s3lock --help" for the exit codes and "s3lock COMMAND --help" for each
 // command's flags and examples.
@@ -18,6 +19,8 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+
+	"github.com/spf13/cobra"
 )
 
 // Exit codes. Those of run's child pass through unchanged, so the codes
@@ -83,44 +86,86 @@ func withCode(code int, err error) error { return &exitError{code: code, err: er
 // cli runs one invocation and returns its exit code.
 func cli(args []string, stdin, stdout, stderr *os.File) int {
 	sio := streams{stdin: stdin, stdout: stdout, stderr: stderr}
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "s3lock: missing command (run, status, unlock or probe); see 's3lock --help'")
-		return exitUsage
+	if len(args) > 0 {
+		// The single-dash spellings the standard flag package accepted.
+		switch args[0] {
+		case "-help":
+			args = append([]string{"--help"}, args[1:]...)
+		case "-version":
+			args = append([]string{"--version"}, args[1:]...)
+		}
 	}
-	name, rest := args[0], args[1:]
-	var err error
-	switch name {
-	case "-h", "-help", "--help", "help":
-		if name == "help" && len(rest) > 0 {
-			return cli([]string{rest[0], "--help"}, stdin, stdout, stderr)
-		}
-		fmt.Fprint(stdout, mainHelp)
-		return exitOK
-	case "-version", "--version", "version":
-		fmt.Fprintln(stdout, versionString())
-		return exitOK
-	case "run":
-		var code int
-		code, err = cmdRun(rest, sio)
-		if err == nil {
-			return code
-		}
-	case "status":
-		err = cmdStatus(rest, sio)
-	case "unlock":
-		err = cmdUnlock(rest, sio)
-	case "probe":
-		err = cmdProbe(rest, sio)
-	default:
-		if strings.HasPrefix(name, "-") {
-			err = usageErr("unknown flag %s: flags go after the command (s3lock run|status|unlock|probe [flags] ...); see 's3lock --help'", name)
-			name = ""
-			break
-		}
-		err = usageErr("unknown command %q (commands: run, status, unlock, probe); see 's3lock --help'", name)
-		name = ""
+	code := exitOK
+	root := newRoot(sio, &code)
+	root.SetArgs(append([]string{}, args...))
+	c, err := root.ExecuteC()
+	if err == nil {
+		return code
+	}
+	if c == nil {
+		c = root
+	}
+	var ee *exitError
+	if !errors.As(err, &ee) {
+		// A flag before the command: cobra returns the parse error of
+		// the root's flags as it is.
+		err = flagError(c, err)
+	}
+	name := ""
+	if c.HasParent() {
+		name = c.Name()
 	}
 	return report(stderr, name, err)
+}
+
+// newRoot returns the s3lock command and its subcommands. run sets *code
+// to its child's exit code.
+func newRoot(sio streams, code *int) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "s3lock",
+		Long:          mainHelp,
+		Args:          cobra.ArbitraryArgs,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		// Parse the root's own flags before finding the command, so that
+		// a command's flag given before the command is an error rather
+		// than taken as the command's.
+		TraverseChildren: true,
+		// Our own completion command, with help in the house style.
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		RunE: func(c *cobra.Command, args []string) error {
+			if err := versionRequested(c); err != nil {
+				return err
+			}
+			if len(args) == 0 {
+				return usageErr("missing command (run, status, unlock or probe); see 's3lock --help'")
+			}
+			return usageErr("unknown command %q (commands: run, status, unlock, probe); see 's3lock --help'", args[0])
+		},
+	}
+	root.Flags().Bool("version", false, "print the version of s3lock and exit")
+	root.SetIn(sio.stdin)
+	root.SetOut(sio.stdout)
+	root.SetErr(sio.stderr)
+	root.SetHelpFunc(func(c *cobra.Command, _ []string) { printHelp(c) })
+	root.SetFlagErrorFunc(flagError)
+	root.AddCommand(
+		newRunCommand(sio, code),
+		newStatusCommand(sio),
+		newUnlockCommand(sio),
+		newProbeCommand(sio),
+		newCompletionCommand(),
+		&cobra.Command{
+			Use:    "version",
+			Hidden: true,
+			Args:   cobra.NoArgs,
+			RunE: func(c *cobra.Command, _ []string) error {
+				fmt.Fprintln(c.OutOrStdout(), versionString())
+				return nil
+			},
+		},
+	)
+	return root
 }
 
 // report prints err as one line on stderr and returns its exit code.

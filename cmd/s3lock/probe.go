@@ -4,20 +4,22 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/spf13/cobra"
+
 	"github.com/s3lock/s3lock"
 )
 
-func newProbeCommand() (*command, *s3Flags) {
+func newProbeCommand(sio streams) *cobra.Command {
 	o := &s3Flags{}
-	c := newCommand("probe", probeHelp, probeMore)
+	c := newCommand("probe", "check that a store honours conditional writes", probeHelp, probeMore)
 	o.register(c)
-	return c, o
+	c.RunE = func(c *cobra.Command, args []string) error { return probe(c, o, args, sio) }
+	return c
 }
 
-// cmdProbe implements "s3lock probe".
-func cmdProbe(args []string, sio streams) error {
-	c, o := newProbeCommand()
-	ss, err := o.open(c, args, sio, false)
+// probe implements "s3lock probe".
+func probe(c *cobra.Command, o *s3Flags, args []string, sio streams) error {
+	ss, err := o.open(c, args, false)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/s3lock/s3lock"
 )
 
@@ -48,6 +50,9 @@ type waitFlag struct {
 	set bool
 }
 
+// Type names the value in the help, as pflag.Value requires.
+func (w *waitFlag) Type() string { return "duration" }
+
 func (w *waitFlag) String() string {
 	if w == nil || !w.set {
 		return "forever"
@@ -73,38 +78,39 @@ func (w *waitFlag) Set(s string) error {
 	return nil
 }
 
-func newRunCommand() (*command, *runOpts) {
+// newRunCommand returns "s3lock run", which sets *code to the child's
+// exit code.
+func newRunCommand(sio streams, code *int) *cobra.Command {
 	o := &runOpts{}
-	c := newCommand("run", runHelp, runMore)
-	fs := c.fs
+	c := newCommand("run", "take the lock, run the command while renewing the lease, release", runHelp, runMore)
+	fs := c.Flags()
 	fs.DurationVar(&o.ttl, "ttl", s3lock.DefaultTTL, "lease `duration`: how long the lock outlives s3lock if it dies without releasing it")
 	fs.DurationVar(&o.renew, "renew-interval", 0, "renew the lease every `duration`; at most TTL/3 (default TTL/3)")
-	fs.Var(&o.wait, "wait", "wait at most `duration` for the lock (0: fail at once if it is held)")
-	c.alias("w", "wait")
-	fs.BoolVar(&o.nonblock, "nonblock", false, "fail at once if the lock is held (same as --wait 0)")
-	c.alias("n", "nonblock")
-	fs.IntVar(&o.conflictCode, "conflict-exit-code", exitConflict, "exit `code` when the lock is held and --wait runs out")
-	c.alias("E", "conflict-exit-code")
+	fs.VarP(&o.wait, "wait", "w", "wait at most `duration` for the lock (0: fail at once if it is held)")
+	fs.BoolVarP(&o.nonblock, "nonblock", "n", false, "fail at once if the lock is held (same as --wait 0)")
+	fs.IntVarP(&o.conflictCode, "conflict-exit-code", "E", exitConflict, "exit `code` when the lock is held and --wait runs out")
 	fs.StringVar(&o.owner, "owner", "", "`name` recorded in the lock for humans (default host:pid:random)")
-	fs.StringVar(&o.command, "command", "", "run `string` with the shell (--shell) instead of a command after --")
-	c.alias("c", "command")
+	fs.StringVarP(&o.command, "command", "c", "", "run `string` with the shell (--shell) instead of a command after --")
 	fs.StringVar(&o.shell, "shell", "/bin/sh", "`path` of the shell that runs -c strings, as shell -c string")
 	fs.DurationVar(&o.killGrace, "kill-grace", defaultKillGrace, "after a lost lease, wait `duration` between SIGTERM and SIGKILL")
 	fs.DurationVar(&o.failTimeout, "failure-timeout", defaultFailureTimeout, "exit 69 once S3 has failed for `duration` without a break while waiting, whatever --wait says")
-	fs.BoolVar(&o.verbose, "verbose", false, "log every S3 write of the lock on stderr")
-	c.alias("v", "verbose")
+	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log every S3 write of the lock on stderr")
 	o.aws.register(c)
-	return c, o
+	c.RunE = func(c *cobra.Command, args []string) error {
+		var err error
+		*code, err = o.run(c, args, sio)
+		return err
+	}
+	return c
 }
 
-// cmdRun implements "s3lock run". It returns the child's exit code, or an
+// run implements "s3lock run". It returns the child's exit code, or an
 // error carrying s3lock's own.
-func cmdRun(args []string, sio streams) (int, error) {
-	c, o := newRunCommand()
-	pos, tail, dashdash, err := c.parse(args, sio.stdout)
-	if err != nil {
+func (o *runOpts) run(c *cobra.Command, args []string, sio streams) (int, error) {
+	if err := versionRequested(c); err != nil {
 		return 0, err
 	}
+	pos, tail, dashdash := splitDash(c, args)
 	argv, err := o.childArgs(pos, tail, dashdash)
 	if err != nil {
 		return 0, err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/spf13/cobra"
 
 	"github.com/s3lock/s3lock"
 )
@@ -122,8 +123,8 @@ type s3Flags struct {
 	timeout time.Duration
 }
 
-func (f *s3Flags) register(c *command) {
-	c.fs.DurationVar(&f.timeout, "timeout", defaultTimeout, "give up after `duration`")
+func (f *s3Flags) register(c *cobra.Command) {
+	c.Flags().DurationVar(&f.timeout, "timeout", defaultTimeout, "give up after `duration`")
 	f.aws.register(c)
 }
 
@@ -147,11 +148,11 @@ type session struct {
 // open parses args for a command that takes one s3:// URL and no "--",
 // then sets up the context and client. On success the caller must call
 // cancel.
-func (f *s3Flags) open(c *command, args []string, sio streams, needKey bool) (*session, error) {
-	pos, _, dashdash, err := c.parse(args, sio.stdout)
-	if err != nil {
+func (f *s3Flags) open(c *cobra.Command, args []string, needKey bool) (*session, error) {
+	if err := versionRequested(c); err != nil {
 		return nil, err
 	}
+	pos, _, dashdash := splitDash(c, args)
 	if dashdash {
 		return nil, usageErr("unexpected \"--\"")
 	}
@@ -176,18 +177,18 @@ type statusOpts struct {
 	json bool
 }
 
-func newStatusCommand() (*command, *statusOpts) {
+func newStatusCommand(sio streams) *cobra.Command {
 	o := &statusOpts{}
-	c := newCommand("status", statusHelp, statusMore)
-	c.fs.BoolVar(&o.json, "json", false, "print the status as one JSON object")
+	c := newCommand("status", "show whether the lock is free or held, by whom, until when", statusHelp, statusMore)
+	c.Flags().BoolVar(&o.json, "json", false, "print the status as one JSON object")
 	o.register(c)
-	return c, o
+	c.RunE = func(c *cobra.Command, args []string) error { return o.run(c, args, sio) }
+	return c
 }
 
-// cmdStatus implements "s3lock status".
-func cmdStatus(args []string, sio streams) error {
-	c, o := newStatusCommand()
-	ss, err := o.open(c, args, sio, true)
+// run implements "s3lock status".
+func (o *statusOpts) run(c *cobra.Command, args []string, sio streams) error {
+	ss, err := o.open(c, args, true)
 	if err != nil {
 		return err
 	}
@@ -211,19 +212,18 @@ type unlockOpts struct {
 	force bool
 }
 
-func newUnlockCommand() (*command, *unlockOpts) {
+func newUnlockCommand(sio streams) *cobra.Command {
 	o := &unlockOpts{}
-	c := newCommand("unlock", unlockHelp, unlockMore)
-	c.fs.BoolVar(&o.force, "force", false, "really break the hold (without it, unlock only shows what it would break)")
-	c.alias("f", "force")
+	c := newCommand("unlock", "break a stale or foreign hold (needs --force)", unlockHelp, unlockMore)
+	c.Flags().BoolVarP(&o.force, "force", "f", false, "really break the hold (without it, unlock only shows what it would break)")
 	o.register(c)
-	return c, o
+	c.RunE = func(c *cobra.Command, args []string) error { return o.run(c, args, sio) }
+	return c
 }
 
-// cmdUnlock implements "s3lock unlock --force".
-func cmdUnlock(args []string, sio streams) error {
-	c, o := newUnlockCommand()
-	ss, err := o.open(c, args, sio, true)
+// run implements "s3lock unlock --force".
+func (o *unlockOpts) run(c *cobra.Command, args []string, sio streams) error {
+	ss, err := o.open(c, args, true)
 	if err != nil {
 		return err
 	}

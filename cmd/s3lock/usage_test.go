@@ -2,11 +2,12 @@ package main
 
 import (
 	"context"
-	"flag"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/s3lock/s3lock/s3locktest"
 )
@@ -107,9 +108,14 @@ func TestBadInput(t *testing.T) {
 func TestHelpAndVersion(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	commands := map[string]*flag.FlagSet{}
-	for _, c := range []*command{first(newRunCommand()), first(newStatusCommand()), first(newUnlockCommand()), first(newProbeCommand())} {
-		commands[c.name] = c.fs
+	commands := map[string]*pflag.FlagSet{}
+	for _, c := range newRoot(streams{}, new(int)).Commands() {
+		if !c.Hidden {
+			commands[c.Name()] = c.Flags()
+		}
+	}
+	if len(commands) != 5 {
+		t.Errorf("commands = %v; want run, status, unlock, probe and completion", commands)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -124,9 +130,13 @@ func TestHelpAndVersion(t *testing.T) {
 					t.Errorf("%s %s lacks %q", name, help, s)
 				}
 			}
-			fs.VisitAll(func(f *flag.Flag) {
-				if !strings.Contains(r.stdout, flagName(f.Name)+" ") && !strings.Contains(r.stdout, flagName(f.Name)+",") && !strings.Contains(r.stdout, flagName(f.Name)+"\n") {
-					t.Errorf("%s %s does not list %s", name, help, flagName(f.Name))
+			fs.VisitAll(func(f *pflag.Flag) {
+				names := "--" + f.Name
+				if f.Shorthand != "" {
+					names = "-" + f.Shorthand + ", " + names
+				}
+				if !strings.Contains(r.stdout, "  "+names+" ") && !strings.Contains(r.stdout, "  "+names+"\n") {
+					t.Errorf("%s %s does not list %s", name, help, names)
 				}
 			})
 		}
@@ -139,7 +149,7 @@ func TestHelpAndVersion(t *testing.T) {
 	if r.code != 0 {
 		t.Errorf("--help: exit code %d", r.code)
 	}
-	for _, s := range []string{"s3lock run", "s3lock status", "s3lock unlock", "s3lock probe", "Exit codes:", "\n  69 ", "\n  75 ", "\n  76 ", "\n  2 "} {
+	for _, s := range []string{"s3lock run", "s3lock status", "s3lock unlock", "s3lock probe", "s3lock completion", "Exit codes:", "\n  69 ", "\n  75 ", "\n  76 ", "\n  2 "} {
 		if !strings.Contains(r.stdout, s) {
 			t.Errorf("--help lacks %q", s)
 		}
@@ -150,4 +160,32 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 }
 
-func first[A, B any](a A, _ B) A { return a }
+// TestCompletion checks that "s3lock completion SHELL" prints a script
+// for each shell, and that the script's helper completes flags.
+func TestCompletion(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, tc := range []struct{ shell, want string }{
+		{"bash", "complete -o default -F __start_s3lock s3lock"},
+		{"zsh", "#compdef s3lock"},
+		{"fish", "complete -c s3lock"},
+	} {
+		r := runCmd(t, h.rawCommand(ctx, h.baseEnv(), "completion", tc.shell))
+		if r.code != 0 || r.stderr != "" || !strings.Contains(r.stdout, tc.want) {
+			t.Errorf("completion %s: exit code %d, stderr %q, %d bytes lacking %q; want 0, nothing, a script", tc.shell, r.code, r.stderr, len(r.stdout), tc.want)
+		}
+	}
+	// What the scripts run on <TAB>: s3lock's own completion of "run --t".
+	r := runCmd(t, h.rawCommand(ctx, h.baseEnv(), "__complete", "run", "--t"))
+	if r.code != 0 || !strings.Contains(r.stdout, "--ttl") {
+		t.Errorf("__complete run --t: exit code %d, stdout %q; want --ttl among the candidates", r.code, r.stdout)
+	}
+	for _, bad := range [][]string{{"completion"}, {"completion", "tcsh"}, {"completion", "bash", "zsh"}} {
+		r := runCmd(t, h.rawCommand(ctx, h.baseEnv(), bad...))
+		if r.code != exitUsage || len(lines(r.stderr)) != 1 || r.stdout != "" {
+			t.Errorf("%q: exit code %d, stderr %q, stdout %d bytes; want %d, one line, nothing", bad, r.code, r.stderr, len(r.stdout), exitUsage)
+		}
+	}
+}

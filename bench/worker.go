@@ -24,31 +24,31 @@ const workerEnv = "S3LOCK_BENCH_WORKER"
 
 // workerConfig tells one worker process what to do.
 type workerConfig struct {
-	ID      int           `json:"id"`
-	Target  target        `json:"target"`
-	LockKey string        `json:"lock_key"`
-	DataKey string        `json:"data_key"`
-	Retry   time.Duration `json:"retry"`
-	TTL     time.Duration `json:"ttl"`
-	// Start, Measure and Stop are wall-clock instants (all processes run
-	// on this machine): the loop starts at Start, grants from Measure on
-	// are counted, and no Lock starts after Stop.
-	Start   time.Time `json:"start"`
-	Measure time.Time `json:"measure"`
-	Stop    time.Time `json:"stop"`
+	ID      int    `json:"id"`
+	Target  target `json:"target"`
+	LockKey string `json:"lock_key"`
+	DataKey string `json:"data_key"`
+	// Retry and TTL are the Mutex's options; 0 leaves the library's
+	// default.
+	Retry time.Duration `json:"retry"`
+	TTL   time.Duration `json:"ttl"`
+	// Hold is how long each critical section holds the lock after its
+	// counter update.
+	Hold time.Duration `json:"hold"`
+	// Start and Stop are wall-clock instants (all processes run on this
+	// machine): the loop starts at Start, and no Lock starts after Stop.
+	Start time.Time `json:"start"`
+	Stop  time.Time `json:"stop"`
 }
 
 // workerResult is what one worker reports.
 type workerResult struct {
 	ID int `json:"id"`
-	// Grants is how many locks were granted in the measured window, and
-	// Waits how long each of their Lock calls took (ms).
-	Grants int       `json:"grants"`
-	Waits  []float64 `json:"waits_ms"`
+	// Locks are all its Lock calls, the one cut short by Stop included.
+	Locks []lockCall `json:"locks"`
 	// Total is how many critical sections ran over the whole run (each
-	// added 1 to the shared counter), and Tokens their fencing tokens.
-	Total  int      `json:"total"`
-	Tokens []uint64 `json:"tokens"`
+	// added 1 to the shared counter).
+	Total int `json:"total"`
 	// Requests are counted by the client when the server cannot count.
 	Requests []reqCount `json:"requests,omitempty"`
 	// LateStartMS is how late the loop started (process start-up).
@@ -56,25 +56,35 @@ type workerResult struct {
 	Errors      []string `json:"errors,omitempty"`
 }
 
-type reqCount struct {
-	reqKind
-	N int64 `json:"n"`
+// lockCall is one Lock call, timed by the wall clock (Unix nanoseconds),
+// which every worker on this machine shares.
+type lockCall struct {
+	// Start is just before Lock was called; Granted just after it
+	// returned the lock, 0 when it did not (the run stopped first).
+	Start   int64 `json:"start"`
+	Granted int64 `json:"granted,omitempty"`
+	// Token is the grant's fencing token.
+	Token uint64 `json:"token,omitempty"`
 }
 
-func countsToList(c counts) []reqCount {
+type reqCount struct {
+	Method string `json:"method"`
+	Status int    `json:"status"`
+	N      int64  `json:"n"`
+}
+
+func countsToList(c s3locktest.Counts) []reqCount {
 	var l []reqCount
 	for k, v := range c {
-		l = append(l, reqCount{k, v})
+		l = append(l, reqCount{k.Method, k.Status, v})
 	}
 	return l
 }
 
-func listToCounts(l []reqCount) counts {
-	c := counts{}
+func addList(c s3locktest.Counts, l []reqCount) {
 	for _, rc := range l {
-		c[rc.reqKind] += rc.N
+		c[s3locktest.Request{Method: rc.Method, Status: rc.Status}] += rc.N
 	}
-	return c
 }
 
 // workerMain runs a worker process.
@@ -92,8 +102,8 @@ func workerMain(raw string) int {
 	return 0
 }
 
-// runWorker loops Lock → GET+PUT of a counter → Unlock from cfg.Start to
-// cfg.Stop with one Mutex and its own S3 client.
+// runWorker loops Lock → GET+PUT of a counter → hold → Unlock from
+// cfg.Start to cfg.Stop with one Mutex and its own S3 client.
 func runWorker(ctx context.Context, cfg workerConfig) workerResult {
 	res := workerResult{ID: cfg.ID}
 	client, err := cfg.Target.newClient(ctx)
@@ -102,8 +112,14 @@ func runWorker(ctx context.Context, cfg workerConfig) workerResult {
 		return res
 	}
 	defer client.close()
-	m, err := s3lock.New(client, cfg.Target.Bucket, cfg.LockKey,
-		s3lock.WithRetryInterval(cfg.Retry), s3lock.WithTTL(cfg.TTL), s3lock.WithOwner("bench-worker-"+strconv.Itoa(cfg.ID)))
+	opts := []s3lock.Option{s3lock.WithOwner("bench-worker-" + strconv.Itoa(cfg.ID))}
+	if cfg.Retry > 0 {
+		opts = append(opts, s3lock.WithRetryInterval(cfg.Retry))
+	}
+	if cfg.TTL > 0 {
+		opts = append(opts, s3lock.WithTTL(cfg.TTL))
+	}
+	m, err := s3lock.New(client, cfg.Target.Bucket, cfg.LockKey, opts...)
 	if err != nil {
 		res.Errors = append(res.Errors, err.Error())
 		return res
@@ -114,33 +130,31 @@ func runWorker(ctx context.Context, cfg workerConfig) workerResult {
 	stopCtx, cancel := context.WithDeadline(ctx, cfg.Stop)
 	defer cancel()
 	for stopCtx.Err() == nil {
-		t0 := time.Now()
+		call := lockCall{Start: time.Now().UnixNano()}
 		if err := m.Lock(stopCtx); err != nil {
+			res.Locks = append(res.Locks, call)
 			if stopCtx.Err() == nil {
 				res.Errors = append(res.Errors, "Lock: "+err.Error())
 			}
 			break
 		}
-		t1 := time.Now()
-		res.Tokens = append(res.Tokens, m.Token())
+		call.Granted, call.Token = time.Now().UnixNano(), m.Token()
+		res.Locks = append(res.Locks, call)
 		if _, err := counter.Increment(ctx); err != nil {
 			res.Errors = append(res.Errors, "critical section: "+err.Error())
 		} else {
 			res.Total++
 		}
+		time.Sleep(cfg.Hold)
 		if err := m.Unlock(ctx); err != nil {
 			res.Errors = append(res.Errors, "Unlock: "+err.Error())
-		}
-		if !t1.Before(cfg.Measure) && t1.Before(cfg.Stop) {
-			res.Grants++
-			res.Waits = append(res.Waits, ms(t1.Sub(t0)))
 		}
 		if len(res.Errors) > 20 {
 			break
 		}
 	}
 	if client.counter != nil {
-		res.Requests = countsToList(client.counter.snapshot())
+		res.Requests = countsToList(client.counter.Snapshot())
 	}
 	return res
 }

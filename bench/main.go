@@ -1,28 +1,39 @@
 // Command s3lock-bench measures what an s3lock lock costs: latency, S3
 // requests (and so money) per operation, and throughput and fairness under
-// contention.
+// contention. It is a module of its own (bench/), so that the library's
+// go.mod needs none of its plotting code; run it from the repository root
+// with go run -C bench.
 //
-// By default it runs against an embedded S3 server (gofakes3 in memory,
-// as s3locktest) that adds a fixed latency to every request and counts
-// every request at the HTTP layer:
+// By default it runs against an embedded S3 server (s3locktest: gofakes3
+// in memory) that adds a fixed latency to every request and counts every
+// request at the HTTP layer:
 //
-//	go run ./cmd/s3lock-bench                       # 0, 10 and 30 ms
-//	go run ./cmd/s3lock-bench --latency 10ms --json
-//	go run ./cmd/s3lock-bench --short               # CI: < 60 s
-//	go run ./cmd/s3lock-bench --chart docs/contention.svg
+//	go run -C bench .                       # 0, 10 and 30 ms
+//	go run -C bench . --latency 10ms --json
+//	go run -C bench . --short               # CI: < 60 s
+//	go run -C bench . --chart ../docs/contention.svg
+//
+// One setting, to measure a change (8 worker processes, default options,
+// each holding the lock 100 ms per grant, 10 ms per request):
+//
+//	go run -C bench . --scenario fairness --hold 100ms --workers 8 --duration 20s --latency 10ms
 //
 // It exits 1 when a correctness check fails (lost counter updates,
 // duplicate fencing tokens, errors) and never because of a performance
 // figure. With --endpoint or --bucket it measures your own S3 instead
 // (requests are then counted by the clients):
 //
-//	go run ./cmd/s3lock-bench --bucket my-bucket --region eu-west-1
+//	go run -C bench . --bucket my-bucket --region eu-west-1
 //
 // Scenarios: uncontended (warm Lock+Unlock and TryLock+Unlock cycles, first
-// acquire of an existing free lock and of an absent one), contended (N
+// acquire of an existing free lock and of an absent one); contended (N
 // worker processes, each with its own Mutex and S3 client, looping Lock →
-// GET+PUT of a shared counter → Unlock), sweep (contended for several N,
-// for the chart) and keys (1 → 256 independent locks, one worker each).
+// GET+PUT of a shared counter → hold → Unlock; by default retry intervals
+// of 20 and 80 ms and no hold); fairness (the same at the library's default
+// options, holding 100 ms and 1 s: grants per worker, Jain's index, the
+// largest bypass and the longest wait); sweep (contended, and fairness when
+// chosen, for several N, for the chart) and keys (1 → 256 independent
+// locks, one worker each).
 package main
 
 import (
@@ -61,57 +72,70 @@ type options struct {
 	pathStyle                bool
 	latencies                []time.Duration
 	scenarios                map[string]bool
-	workers                  int
-	retries                  []time.Duration
-	duration, warmup         time.Duration
-	cycles                   int
-	contenders               []int
-	keys                     []int
-	keysDuration             time.Duration
-	chart                    string
-	json                     bool
-	jsonOut                  string
-	fromJSON                 string
-	progress                 string
-	repeat                   int
+	workers                  []int
+	// retries and holds are the contended scenario's (a retry of 0 is the
+	// library's default), fairRetries and fairHolds the fairness
+	// scenario's.
+	retries, holds         []time.Duration
+	fairRetries, fairHolds []time.Duration
+	duration, warmup       time.Duration
+	cycles                 int
+	contenders             []int
+	keys                   []int
+	keysDuration           time.Duration
+	chart                  string
+	json                   bool
+	jsonOut                string
+	fromJSON               string
+	progress               string
+	repeat                 int
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("s3lock-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{}
-	var latencies, scenarios, retries, contenders, keys string
+	var latencies, scenarios, workers, retries, holds, contenders, keys string
 	var short bool
 	fs.StringVar(&o.endpoint, "endpoint", "", "S3 endpoint URL of your own S3 (default: the embedded server; AWS when only --bucket is given)")
 	fs.StringVar(&o.bucket, "bucket", "", "bucket to use on your own S3 (default: the embedded server's)")
 	fs.StringVar(&o.region, "region", "us-east-1", "region of your own S3")
 	fs.BoolVar(&o.pathStyle, "path-style", false, "path-style addressing for your own S3 (always on for the embedded server)")
 	fs.StringVar(&latencies, "latency", "0,10ms,30ms", "latency added to every request by the embedded server, comma-separated")
-	fs.StringVar(&scenarios, "scenarios", "uncontended,contended,keys", "scenarios to run: uncontended, contended, sweep, keys")
-	fs.IntVar(&o.workers, "workers", 8, "worker processes in the contended scenario")
-	fs.StringVar(&retries, "retry", "20ms,80ms", "retry intervals (WithRetryInterval) of the contended scenario")
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time of each contended run")
-	fs.DurationVar(&o.warmup, "warmup", time.Second, "time each contended run runs before it is measured")
+	fs.StringVar(&scenarios, "scenarios", "uncontended,contended,fairness,keys", "scenarios to run: uncontended, contended, fairness, sweep, keys")
+	fs.StringVar(&scenarios, "scenario", "uncontended,contended,fairness,keys", "the same as --scenarios")
+	fs.StringVar(&workers, "workers", "8", "worker processes of the contended and fairness scenarios, comma-separated")
+	fs.StringVar(&retries, "retry", "20ms,80ms", "retry intervals (WithRetryInterval; \"default\": the library's) of the contended scenario, and of the fairness scenario when given (default there: \"default\")")
+	fs.StringVar(&holds, "hold", "0", "how long each critical section holds the lock, comma-separated, for the contended scenario, and for the fairness scenario when given (default there: 100ms,1s)")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time of each contended or fairness run")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "time each contended or fairness run runs before it is measured")
 	fs.IntVar(&o.cycles, "cycles", 200, "cycles of each uncontended measurement")
 	fs.StringVar(&contenders, "contenders", "1,2,4,8,16", "numbers of worker processes of the sweep")
 	fs.StringVar(&keys, "keys", "1,4,16,64,256", "numbers of independent keys of the keys scenario")
 	fs.DurationVar(&o.keysDuration, "keys-duration", 4*time.Second, "time of each keys run")
-	fs.StringVar(&o.chart, "chart", "", "write an SVG chart of the sweep (grants/s and requests/grant against contenders) to this file; adds the sweep scenario")
+	fs.StringVar(&o.chart, "chart", "", "write an SVG chart of the sweep (throughput, requests per grant, Jain's index and the largest bypass against contenders) to this file; adds the sweep scenario")
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	fs.StringVar(&o.jsonOut, "json-out", "", "also write the results as JSON to this file")
 	fs.StringVar(&o.fromJSON, "from-json", "", "run nothing: print the table (and draw --chart) from results saved with --json-out")
 	fs.StringVar(&o.progress, "progress", "auto", "progress bar on stderr: auto (when it is a terminal), always, never")
 	fs.IntVar(&o.repeat, "repeat", 1, "run every measurement this many times and report the median of each figure (the machine is noisy)")
-	fs.BoolVar(&short, "short", false, "a quick run for CI (< 60 s): 10 ms latency, short runs, keys 1 and 16, no sweep")
+	fs.BoolVar(&short, "short", false, "a quick run for CI (< 60 s): 10 ms latency, short runs, hold 100ms in the fairness scenario, keys 1 and 16, no sweep")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	fairRetries, fairHolds := "default", "100ms,1s"
+	if set["retry"] {
+		fairRetries = retries
+	}
+	if set["hold"] {
+		fairHolds = holds
+	}
 	if short {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		def := func(name string, p *string, v string) {
 			if !set[name] {
 				*p = v
@@ -120,6 +144,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		def("latency", &latencies, "10ms")
 		def("contenders", &contenders, "1,4,8")
 		def("keys", &keys, "1,16")
+		def("hold", &fairHolds, "100ms")
 		if !set["duration"] {
 			o.duration = 2 * time.Second
 		}
@@ -134,11 +159,23 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 	}
 	var err error
-	if o.latencies, err = parseDurations(latencies); err != nil {
+	if o.latencies, err = parseDurations(latencies, false); err != nil {
 		return nil, fmt.Errorf("--latency: %w", err)
 	}
-	if o.retries, err = parseDurations(retries); err != nil {
+	if o.retries, err = parseDurations(retries, true); err != nil {
 		return nil, fmt.Errorf("--retry: %w", err)
+	}
+	if o.fairRetries, err = parseDurations(fairRetries, true); err != nil {
+		return nil, fmt.Errorf("--retry: %w", err)
+	}
+	if o.holds, err = parseDurations(holds, false); err != nil {
+		return nil, fmt.Errorf("--hold: %w", err)
+	}
+	if o.fairHolds, err = parseDurations(fairHolds, false); err != nil {
+		return nil, fmt.Errorf("--hold: %w", err)
+	}
+	if o.workers, err = parseInts(workers); err != nil {
+		return nil, fmt.Errorf("--workers: %w", err)
 	}
 	if o.contenders, err = parseInts(contenders); err != nil {
 		return nil, fmt.Errorf("--contenders: %w", err)
@@ -149,7 +186,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.scenarios = map[string]bool{}
 	for _, s := range strings.Split(scenarios, ",") {
 		switch s = strings.TrimSpace(s); s {
-		case "uncontended", "contended", "sweep", "keys":
+		case "uncontended", "contended", "fairness", "sweep", "keys":
 			o.scenarios[s] = true
 		case "":
 		default:
@@ -160,8 +197,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		o.scenarios["sweep"] = true
 	}
 	switch {
-	case o.workers < 1:
-		return nil, fmt.Errorf("--workers must be at least 1")
 	case o.cycles < 1:
 		return nil, fmt.Errorf("--cycles must be at least 1")
 	case o.repeat < 1:
@@ -180,14 +215,19 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 
 func (o *options) external() bool { return o.endpoint != "" || o.bucket != "" }
 
-func parseDurations(s string) ([]time.Duration, error) {
+// parseDurations parses a comma-separated list of durations; with
+// allowDefault, "default" stands for the library's default, as 0.
+func parseDurations(s string, allowDefault bool) ([]time.Duration, error) {
 	var ds []time.Duration
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
 		if f == "" {
 			continue
 		}
-		if f == "0" {
+		if f == "0" && allowDefault {
+			return nil, fmt.Errorf("bad duration %q (\"default\" for the library's default)", f)
+		}
+		if f == "0" || (f == "default" && allowDefault) {
 			ds = append(ds, 0)
 			continue
 		}
@@ -247,13 +287,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--endpoint needs --bucket")
 		}
 	} else {
-		srv, err := startServer("s3lock-bench", 0)
+		srv, err := startServer()
 		if err != nil {
 			return err
 		}
-		defer srv.close()
+		defer srv.Close()
 		b.srv = srv
-		b.target = target{Endpoint: srv.url, Region: "us-east-1", Bucket: srv.bucket, PathStyle: true, Embedded: true}
+		b.target = target{Endpoint: srv.URL(), Region: "us-east-1", Bucket: srv.Bucket(), PathStyle: true, Embedded: true}
 	}
 	if b.client, err = b.target.newClient(ctx); err != nil {
 		return err
@@ -269,9 +309,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if b.srv != nil {
-			b.srv.setLatency(st.latency)
-		}
+		b.setLatency(st.latency)
 		var runs [][]row
 		for range o.repeat {
 			b.prog.begin(st)
@@ -345,7 +383,6 @@ type step struct {
 func plan(o *options) []step {
 	var steps []step
 	for _, lat := range o.latencies {
-		lat := lat
 		if o.scenarios["uncontended"] {
 			per := 9*lat + 2*time.Millisecond // four measurements of ~2 R each
 			steps = append(steps, step{
@@ -356,17 +393,26 @@ func plan(o *options) []step {
 				},
 			})
 		}
-		if o.scenarios["contended"] {
-			for _, retry := range o.retries {
-				steps = append(steps, contendedStep(o, lat, o.workers, retry, false))
+		seen := map[setting]bool{} // the two scenarios may share settings
+		for _, sc := range []string{"contended", "fairness"} {
+			if o.scenarios[sc] {
+				for _, n := range o.workers {
+					for _, st := range o.settings(sc, n) {
+						if !seen[st] {
+							seen[st] = true
+							steps = append(steps, contendedStep(o, sc, lat, st))
+						}
+					}
+				}
 			}
 		}
 		if o.scenarios["keys"] {
+			retry := o.retries[0]
 			for _, k := range o.keys {
 				steps = append(steps, step{
 					label: fmt.Sprintf("%d keys, +%v", k, lat), latency: lat, estimate: o.keysDuration,
 					run: func(ctx context.Context, b *bench, o *options) ([]row, error) {
-						r, err := b.manyKeys(ctx, k, o.retries[0], o.keysDuration)
+						r, err := b.manyKeys(ctx, k, retry, o.keysDuration)
 						return []row{r}, err
 					},
 				})
@@ -378,26 +424,48 @@ func plan(o *options) []step {
 		if o.external() {
 			lat = 0
 		}
-		for _, retry := range o.retries {
-			for _, n := range o.contenders {
-				steps = append(steps, contendedStep(o, lat, n, retry, true))
+		seen := map[setting]bool{}
+		for _, sc := range []string{"contended", "fairness"} {
+			if sc == "contended" || o.scenarios["fairness"] {
+				for _, n := range o.contenders {
+					for _, st := range o.settings(sc, n) {
+						if !seen[st] {
+							seen[st] = true
+							steps = append(steps, contendedStep(o, "sweep", lat, st))
+						}
+					}
+				}
 			}
 		}
 	}
 	return steps
 }
 
-func contendedStep(o *options, lat time.Duration, workers int, retry time.Duration, sweep bool) step {
+// settings returns the settings of scenario ("contended" or "fairness")
+// with n workers.
+func (o *options) settings(scenario string, n int) []setting {
+	retries, holds := o.retries, o.holds
+	if scenario == "fairness" {
+		retries, holds = o.fairRetries, o.fairHolds
+	}
+	var sts []setting
+	for _, retry := range retries {
+		for _, hold := range holds {
+			sts = append(sts, setting{workers: n, retry: retry, hold: hold})
+		}
+	}
+	return sts
+}
+
+func contendedStep(o *options, scenario string, lat time.Duration, st setting) step {
 	return step{
-		label:    fmt.Sprintf("contended %d procs, retry %v, +%v", workers, retry, lat),
+		label:    fmt.Sprintf("%s: %v, +%v", scenario, st, lat),
 		latency:  lat,
-		estimate: o.warmup + o.duration + 700*time.Millisecond + time.Duration(workers)*60*time.Millisecond,
-		sweep:    sweep,
+		estimate: o.warmup + o.duration + 700*time.Millisecond + time.Duration(st.workers)*60*time.Millisecond + st.hold,
+		sweep:    scenario == "sweep",
 		run: func(ctx context.Context, b *bench, o *options) ([]row, error) {
-			r, err := b.contended(ctx, workers, retry, o.warmup, o.duration)
-			if sweep {
-				r.Scenario = "sweep"
-			}
+			r, err := b.contended(ctx, st, o.warmup, o.duration)
+			r.Scenario = scenario
 			return []row{r}, err
 		},
 	}
@@ -406,15 +474,18 @@ func contendedStep(o *options, lat time.Duration, workers int, retry time.Durati
 func printTable(w io.Writer, rep *report) {
 	fmt.Fprintf(w, "s3lock-bench %s  target %s  cpus %d  load %.2f\n", rep.Started.Format(time.RFC3339), describe(rep.Target), rep.CPUs, rep.Load)
 	fmt.Fprintln(w, "latency: per operation (uncontended: the cycle or acquire; contended: the Lock call). req/op: lock-object requests only.")
+	fmt.Fprintln(w, "% limit: grants/s as a share of 1/(hold+4R). bypass: most grants to others during one wait. longest: longest wait, s (runs cut short included).")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tR\tops\tp50 ms\tp99 ms\tmax ms\tops/s\t% limit\treq/op\tGET\tPUT\t412\t$/M ops\tJain\tfail free\thand-off ms\tchecks\t")
+	fmt.Fprintln(tw, "scenario\tR\tops\tp50 ms\tp99 ms\tmax ms\tops/s\t% limit\treq/op\tGET\tPUT\t412\t$/M ops\tJain\tbypass\tlongest\tfail free\thand-off ms\tchecks\t")
 	for _, r := range rep.Rows {
-		pct, jainS := "", ""
+		pct, jainS, bypass, longest := "", "", "", ""
 		if r.LimitPct > 0 {
 			pct = fmt.Sprintf("%.0f%%", r.LimitPct)
 		}
-		if r.Jain > 0 {
+		if r.GrantsPerWorker != nil {
 			jainS = fmt.Sprintf("%.3f", r.Jain)
+			bypass = fmt.Sprint(r.MaxBypass)
+			longest = fmt.Sprintf("%.2f", r.LongestWaitMS/1000)
 		}
 		checks := "ok"
 		if r.LostUpdates != 0 || r.DupTokens != 0 {
@@ -427,11 +498,16 @@ func printTable(w io.Writer, rep *report) {
 		if r.HandoffMS > 0 {
 			handoff = fmt.Sprintf("%.1f (%.1f)", r.HandoffMS, r.DetectMS)
 		}
-		fmt.Fprintf(tw, "%s\t%v\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%d\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%v\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t%d\t%s\t%s\t\n",
 			r.Name, time.Duration(r.LatencyMS*float64(time.Millisecond)), r.Ops, r.P50MS, r.P99MS, r.MaxMS, r.PerSecond, pct,
-			r.LockRequests, r.LockGET, r.LockPUT, r.LockPUT412, r.USDPerMillion, jainS, r.FailedWhileFree, handoff, checks)
+			r.LockRequests, r.LockGET, r.LockPUT, r.LockPUT412, r.USDPerMillion, jainS, bypass, longest, r.FailedWhileFree, handoff, checks)
 	}
 	_ = tw.Flush()
+	for _, r := range rep.Rows {
+		if r.GrantsPerWorker != nil {
+			fmt.Fprintf(w, "grants per worker, %s (+%vms): %v\n", r.Name, r.LatencyMS, r.GrantsPerWorker)
+		}
+	}
 	for _, r := range rep.Rows {
 		for _, e := range r.Errors {
 			fmt.Fprintf(w, "error in %q: %s\n", r.Name, e)

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/s3lock/s3lock/s3locktest"
 )
 
 // target is the S3 the bench talks to.
@@ -28,14 +31,34 @@ type target struct {
 }
 
 // s3Client is a client with its own HTTP transport, and that transport's
-// request counter when the requests are counted on the client side.
+// counter of lock-object requests when the requests are counted on the
+// client side.
 type s3Client struct {
 	*s3.Client
-	counter   *countingTransport // nil when the server counts
+	counter   *s3locktest.Stats // nil when the server counts
 	transport *http.Transport
 }
 
 func (c *s3Client) close() { c.transport.CloseIdleConnections() }
+
+// lockCounter sends requests to lock objects through counted and the
+// others through next.
+type lockCounter struct {
+	bucket        string
+	counted, next http.RoundTripper
+}
+
+func (t lockCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	key, ok := objectKey(r.URL.Path, t.bucket)
+	if !ok {
+		// Virtual-hosted style: the path is the key.
+		key = strings.TrimPrefix(r.URL.Path, "/")
+	}
+	if strings.HasPrefix(key, lockPrefix) {
+		return t.counted.RoundTrip(r)
+	}
+	return t.next.RoundTrip(r)
+}
 
 // newClient returns a client for t with its own connection pool.
 func (t target) newClient(ctx context.Context) (*s3Client, error) {
@@ -48,8 +71,8 @@ func (t target) newClient(ctx context.Context) (*s3Client, error) {
 	c := &s3Client{transport: tr}
 	var rt http.RoundTripper = tr
 	if !t.Embedded {
-		c.counter = &countingTransport{next: tr, bucket: t.Bucket, counts: counts{}}
-		rt = c.counter
+		c.counter = &s3locktest.Stats{}
+		rt = lockCounter{bucket: t.Bucket, counted: c.counter.Transport(tr), next: tr}
 	}
 	httpClient := &http.Client{Transport: rt}
 	opts := func(o *s3.Options) {

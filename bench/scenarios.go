@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"math"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -13,8 +15,9 @@ import (
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
-// Indicative S3 Standard prices in us-east-1 (see S3-FACTS.md), in USD per
-// request: PUT/COPY/POST/LIST, and GET/HEAD (and all other requests).
+// Indicative S3 Standard prices in us-east-1 (AWS's published price list
+// for S3 Standard), in USD per request: PUT/COPY/POST/LIST, and GET/HEAD
+// (and all other requests).
 const (
 	usdPerPUT = 0.005 / 1000
 	usdPerGET = 0.0004 / 1000
@@ -26,8 +29,14 @@ type row struct {
 	Name      string  `json:"name"`
 	LatencyMS float64 `json:"added_latency_ms"` // per request, embedded server only
 	Workers   int     `json:"workers,omitempty"`
-	RetryMS   float64 `json:"retry_interval_ms,omitempty"`
-	Keys      int     `json:"keys,omitempty"`
+	// RetryMS is the retry interval; DefaultRetry says it is the
+	// library's default (no WithRetryInterval).
+	RetryMS      float64 `json:"retry_interval_ms,omitempty"`
+	DefaultRetry bool    `json:"default_retry,omitempty"`
+	// HoldMS is how long each critical section held the lock after its
+	// counter update (contended scenarios).
+	HoldMS float64 `json:"hold_ms,omitempty"`
+	Keys   int     `json:"keys,omitempty"`
 	// Ops is how many operations (cycles, acquires or grants) were
 	// measured, over Seconds.
 	Ops     int64   `json:"ops"`
@@ -39,8 +48,9 @@ type row struct {
 	P99MS float64 `json:"p99_ms"`
 	MaxMS float64 `json:"max_ms"`
 	// PerSecond is operations (grants) per second; LimitPct is that as a
-	// percentage of the limit 1/(4R) with R the added latency (contended
-	// scenario only).
+	// percentage of the limit 1/(hold+4R) with R the added latency
+	// (contended scenarios only): one grant needs the acquire PUT, the
+	// counter's GET and PUT, the hold and the release PUT.
 	PerSecond float64 `json:"per_second"`
 	LimitPct  float64 `json:"limit_pct,omitempty"`
 	// Lock requests per operation, by verb and outcome.
@@ -52,8 +62,15 @@ type row struct {
 	// USDPerMillion is what the lock requests of a million operations cost
 	// at the indicative prices.
 	USDPerMillion float64 `json:"usd_per_million_ops"`
-	// Jain is Jain's fairness index of grants per worker (1 = equal).
-	Jain float64 `json:"jain,omitempty"`
+	// Jain is Jain's fairness index of grants per worker (1 = equal), and
+	// GrantsPerWorker those grants (contended scenarios).
+	Jain            float64 `json:"jain,omitempty"`
+	GrantsPerWorker []int   `json:"grants_per_worker,omitempty"`
+	// MaxBypass is the largest number of grants that went to other
+	// workers while one waited, and LongestWaitMS the longest wait, counting
+	// waits the end of the run cut short (see contention in fairness.go).
+	MaxBypass     int     `json:"max_bypass"`
+	LongestWaitMS float64 `json:"longest_wait_ms,omitempty"`
 	// FailedWhileFree counts conditional lock writes that failed while the
 	// lock object held a free record (embedded server only).
 	FailedWhileFree int64 `json:"failed_while_free"`
@@ -81,25 +98,28 @@ type row struct {
 // operations.
 func (r *row) setServerStats(st stats, ops int64) {
 	r.setLockCounts(st.counts, ops)
-	r.FailedWhileFree = st.failedWhileFree
-	if st.handoffs > 0 {
-		n := float64(st.handoffs)
-		r.HandoffMS = ms(st.handoffTime) / n
-		r.DetectMS = ms(st.detectTime) / n
-		r.FreeGETs = float64(st.freeGETs) / n
+	h := st.handoffs
+	r.FailedWhileFree = h.failedWhileFree
+	if h.n > 0 {
+		n := float64(h.n)
+		r.HandoffMS = ms(h.time) / n
+		r.DetectMS = ms(h.detect) / n
+		r.FreeGETs = float64(h.freeGETs) / n
 	}
 }
 
-func (r *row) setLockCounts(c counts, ops int64) {
+// setLockCounts sets the lock-object requests per operation from c.
+func (r *row) setLockCounts(c s3locktest.Counts, ops int64) {
 	if ops == 0 {
 		return
 	}
 	n := float64(ops)
-	r.LockGET = float64(c.n("lock", "GET", 0)+c.n("lock", "HEAD", 0)) / n
-	r.LockPUT = float64(c.n("lock", "PUT", 0)) / n
-	r.LockPUT412 = float64(c.n("lock", "PUT", 412)) / n
-	r.LockPUT409 = float64(c.n("lock", "PUT", 409)) / n
-	r.LockRequests = float64(c.n("lock", "", 0)) / n
+	put := func(status int) int64 { return c[s3locktest.Request{Method: http.MethodPut, Status: status}] }
+	r.LockGET = float64(c.Method(http.MethodGet)+c.Method(http.MethodHead)) / n
+	r.LockPUT = float64(c.Method(http.MethodPut)) / n
+	r.LockPUT412 = float64(put(http.StatusPreconditionFailed)) / n
+	r.LockPUT409 = float64(put(http.StatusConflict)) / n
+	r.LockRequests = float64(c.Total()) / n
 	other := r.LockRequests - r.LockGET - r.LockPUT
 	r.USDPerMillion = 1e6 * (r.LockPUT*usdPerPUT + (r.LockGET+other)*usdPerGET)
 }
@@ -142,6 +162,15 @@ type bench struct {
 	run    string // unique per invocation, so runs never share keys
 	prog   *progress
 	seq    int
+	lat    time.Duration // the embedded server's added latency
+}
+
+// setLatency sets the latency the embedded server adds to every request.
+func (b *bench) setLatency(d time.Duration) {
+	if b.srv != nil {
+		b.lat = d
+		b.srv.SetLatency(d)
+	}
 }
 
 func newRunID() string {
@@ -163,15 +192,11 @@ func (b *bench) stats() stats {
 	if b.srv != nil {
 		return b.srv.snapshot()
 	}
-	return stats{counts: b.client.counter.snapshot()}
+	return stats{counts: b.client.counter.Snapshot()}
 }
 
-func (b *bench) latency() time.Duration {
-	if b.srv == nil {
-		return 0
-	}
-	return time.Duration(b.srv.latency.Load())
-}
+// latency is the embedded server's added latency, R.
+func (b *bench) latency() time.Duration { return b.lat }
 
 // uncontended measures one Mutex alone: warm Lock+Unlock and
 // TryLock+Unlock cycles, the first acquire of an existing free lock by a
@@ -226,8 +251,8 @@ func (b *bench) uncontended(ctx context.Context, cycles int) ([]row, error) {
 		r := base
 		r.Name = name
 		var ds []float64
-		var total stats
-		total.counts = counts{}
+		total := s3locktest.Counts{}
+		var failed int64
 		start := time.Now()
 		for i := range cycles {
 			fresh, err := s3lock.New(b.client, b.target.Bucket, key(i))
@@ -241,8 +266,10 @@ func (b *bench) uncontended(ctx context.Context, cycles int) ([]row, error) {
 			}
 			ds = append(ds, ms(time.Since(t0)))
 			d := b.stats().sub(st0)
-			total.counts.add(d.counts)
-			total.failedWhileFree += d.failedWhileFree
+			for k, v := range d.counts {
+				total[k] += v
+			}
+			failed += d.handoffs.failedWhileFree
 			if err := fresh.Unlock(ctx); err != nil {
 				return err
 			}
@@ -250,8 +277,8 @@ func (b *bench) uncontended(ctx context.Context, cycles int) ([]row, error) {
 		r.Seconds = time.Since(start).Seconds()
 		r.Ops = int64(cycles)
 		r.setLatencies(ds)
-		r.setLockCounts(total.counts, r.Ops)
-		r.FailedWhileFree = total.failedWhileFree
+		r.setLockCounts(total, r.Ops)
+		r.FailedWhileFree = failed
 		rows = append(rows, r)
 		return nil
 	}
@@ -269,26 +296,52 @@ func (b *bench) row(scenario, name string) row {
 	return row{Scenario: scenario, Name: name, LatencyMS: ms(b.latency())}
 }
 
-// contended runs workers processes, each looping Lock → GET+PUT of a
-// shared counter → Unlock on one key, and measures the window [warmup,
-// warmup+d).
-func (b *bench) contended(ctx context.Context, workers int, retry, warmup, d time.Duration) (row, error) {
-	lockKey, dataKey := b.keys(fmt.Sprintf("contended-%dw-%v", workers, retry))
+// setting is one contended configuration.
+type setting struct {
+	workers int
+	// retry is the retry interval, 0 for the library's default.
+	retry time.Duration
+	// hold is how long each critical section holds the lock after its
+	// counter update.
+	hold time.Duration
+}
+
+func (st setting) String() string {
 	procs := "processes"
-	if workers == 1 {
+	if st.workers == 1 {
 		procs = "process"
 	}
-	r := b.row("contended", fmt.Sprintf("%d %s, retry %v", workers, procs, retry))
-	r.Workers, r.RetryMS = workers, ms(retry)
+	retry := "retry " + st.retry.String()
+	if st.retry == 0 {
+		retry = fmt.Sprintf("default retry (%v)", s3lock.DefaultRetryInterval)
+	}
+	if st.hold == 0 {
+		return fmt.Sprintf("%d %s, %s", st.workers, procs, retry)
+	}
+	return fmt.Sprintf("%d %s, hold %v, %s", st.workers, procs, st.hold, retry)
+}
+
+// contended runs st.workers processes, each looping Lock → GET+PUT of a
+// shared counter → hold → Unlock on one key, and measures the window
+// [warmup, warmup+d).
+func (b *bench) contended(ctx context.Context, st setting, warmup, d time.Duration) (row, error) {
+	lockKey, dataKey := b.keys(fmt.Sprintf("contended-%dw-%v-%v", st.workers, st.retry, st.hold))
+	r := b.row("contended", st.String())
+	r.Workers, r.RetryMS, r.HoldMS = st.workers, ms(st.retry), ms(st.hold)
+	ttl := 10 * time.Second
+	if st.retry == 0 {
+		// Default options throughout.
+		r.RetryMS, r.DefaultRetry, ttl = ms(s3lock.DefaultRetryInterval), true, 0
+	}
 	// Process start-up takes ~50 ms each on a loaded 2-core machine.
-	start := time.Now().Add(500*time.Millisecond + time.Duration(workers)*60*time.Millisecond)
+	start := time.Now().Add(500*time.Millisecond + time.Duration(st.workers)*60*time.Millisecond)
 	measure := start.Add(warmup)
 	stop := measure.Add(d)
-	cfgs := make([]workerConfig, workers)
+	cfgs := make([]workerConfig, st.workers)
 	for i := range cfgs {
 		cfgs[i] = workerConfig{
 			ID: i, Target: b.target, LockKey: lockKey, DataKey: dataKey,
-			Retry: retry, TTL: 10 * time.Second, Start: start, Measure: measure, Stop: stop,
+			Retry: st.retry, TTL: ttl, Hold: st.hold, Start: start, Stop: stop,
 		}
 	}
 	var st0, st1 stats
@@ -306,22 +359,12 @@ func (b *bench) contended(ctx context.Context, workers int, retry, warmup, d tim
 	if err != nil {
 		return r, err
 	}
-	var waits, grants []float64
+	c := analyze(results, measure, stop)
 	var total int64
-	tokens := map[uint64]bool{}
-	clientCounts := counts{}
+	clientCounts := s3locktest.Counts{}
 	for _, res := range results {
-		r.Ops += int64(res.Grants)
-		grants = append(grants, float64(res.Grants))
-		waits = append(waits, res.Waits...)
 		total += int64(res.Total)
-		for _, t := range res.Tokens {
-			if tokens[t] {
-				r.DupTokens++
-			}
-			tokens[t] = true
-		}
-		clientCounts.add(listToCounts(res.Requests))
+		addList(clientCounts, res.Requests)
 		for _, e := range res.Errors {
 			r.Errors = append(r.Errors, fmt.Sprintf("worker %d: %s", res.ID, e))
 		}
@@ -329,13 +372,20 @@ func (b *bench) contended(ctx context.Context, workers int, retry, warmup, d tim
 			r.Errors = append(r.Errors, fmt.Sprintf("worker %d started %.0f ms late", res.ID, res.LateStartMS))
 		}
 	}
+	for _, g := range c.grants {
+		r.Ops += int64(g)
+		r.GrantsPerWorker = append(r.GrantsPerWorker, int(g))
+	}
+	r.DupTokens = c.dupTokens
 	r.Seconds = d.Seconds()
 	r.PerSecond = float64(r.Ops) / r.Seconds
 	if lat := b.latency(); lat > 0 {
-		r.LimitPct = 100 * r.PerSecond / (1 / (4 * lat.Seconds()))
+		r.LimitPct = 100 * r.PerSecond * (st.hold + 4*lat).Seconds()
 	}
-	r.setLatencies(waits)
-	r.Jain = jain(grants)
+	r.setLatencies(c.latencies)
+	r.Jain = jain(c.grants)
+	r.MaxBypass = c.maxBypass
+	r.LongestWaitMS = ms(c.longestWait)
 	if b.srv != nil {
 		r.setServerStats(st1.sub(st0), r.Ops)
 	} else {
@@ -360,6 +410,9 @@ func (b *bench) manyKeys(ctx context.Context, keys int, retry, d time.Duration) 
 	}
 	r := b.row("keys", name)
 	r.Keys, r.Workers, r.RetryMS = keys, keys, ms(retry)
+	if retry == 0 {
+		r.RetryMS, r.DefaultRetry = ms(s3lock.DefaultRetryInterval), true
+	}
 	type worker struct {
 		m *s3lock.Mutex
 		c *s3locktest.Counter
@@ -367,7 +420,11 @@ func (b *bench) manyKeys(ctx context.Context, keys int, retry, d time.Duration) 
 	ws := make([]worker, keys)
 	for i := range ws {
 		lockKey, dataKey := b.keys(fmt.Sprintf("keys-%d-%d", keys, i))
-		m, err := s3lock.New(b.client, b.target.Bucket, lockKey, s3lock.WithRetryInterval(retry), s3lock.WithTTL(10*time.Second))
+		opts := []s3lock.Option{s3lock.WithTTL(10 * time.Second)}
+		if retry > 0 {
+			opts = append(opts, s3lock.WithRetryInterval(retry))
+		}
+		m, err := s3lock.New(b.client, b.target.Bucket, lockKey, opts...)
 		if err != nil {
 			return r, err
 		}
@@ -449,6 +506,7 @@ func medianRuns(runs [][]row) []row {
 
 func medianRow(rs []row) row {
 	m := rs[0]
+	var best float64
 	med := func(get func(*row) float64) float64 {
 		vs := make([]float64, len(rs))
 		for i := range rs {
@@ -474,6 +532,16 @@ func medianRow(rs []row) row {
 	m.LockPUT409 = med(func(r *row) float64 { return r.LockPUT409 })
 	m.USDPerMillion = med(func(r *row) float64 { return r.USDPerMillion })
 	m.Jain = med(func(r *row) float64 { return r.Jain })
+	m.MaxBypass = int(med(func(r *row) float64 { return float64(r.MaxBypass) }))
+	m.LongestWaitMS = med(func(r *row) float64 { return r.LongestWaitMS })
+	// The grants per worker of the run whose Jain index is nearest the
+	// median.
+	m.GrantsPerWorker = nil
+	for _, r := range rs {
+		if r.GrantsPerWorker != nil && (m.GrantsPerWorker == nil || math.Abs(r.Jain-m.Jain) < math.Abs(best-m.Jain)) {
+			m.GrantsPerWorker, best = r.GrantsPerWorker, r.Jain
+		}
+	}
 	m.HandoffMS = med(func(r *row) float64 { return r.HandoffMS })
 	m.DetectMS = med(func(r *row) float64 { return r.DetectMS })
 	m.FreeGETs = med(func(r *row) float64 { return r.FreeGETs })
