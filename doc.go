@@ -21,7 +21,9 @@
 // holders for the life of the object.
 //
 // Each write carries a fresh nonce, so no two writes have the same body,
-// and therefore not the same ETag (an ETag is the MD5 of the body).
+// and therefore not the same ETag on stores where an ETag is the MD5 of the
+// body. s3lock never computes or parses an ETag: it only sends back one S3
+// gave it, so stores with random ETags (S3 Express One Zone) work too.
 // When a write's answer is lost (a reset connection, a 5xx from a proxy, or
 // the SDK's retry of a write that had been applied getting 412), s3lock
 // reads the object back and compares the nonce before it concludes anything:

@@ -47,8 +47,9 @@ type Server struct {
 type Option func(*config)
 
 type config struct {
-	bucket  string
-	latency time.Duration
+	bucket      string
+	latency     time.Duration
+	randomETags bool
 }
 
 // WithBucket names the bucket the server creates.
@@ -72,7 +73,10 @@ func Start(opts ...Option) (*Server, error) {
 	}
 	faker := gofakes3.New(backend, gofakes3.WithTimeSkewLimit(0))
 	s := &Server{backend: backend, bucket: c.bucket, latency: c.latency, stats: newStats()}
-	handler := faker.Server()
+	var handler http.Handler = faker.Server()
+	if c.randomETags {
+		handler = newRandomETags(handler)
+	}
 	serve := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		handler.ServeHTTP(rw, r)
