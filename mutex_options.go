@@ -62,6 +62,8 @@ type options struct {
 	autoRenew      time.Duration
 	releaseTimeout time.Duration
 	probe          bool
+	bucketOwner    string
+	bucketOwnerSet bool
 }
 
 // WithTTL sets the lock timeout: how long a hold lasts after its last
@@ -156,6 +158,27 @@ func WithProbe() Option {
 	return func(o *options) { o.probe = true }
 }
 
+// WithExpectedBucketOwner makes every request of the Mutex carry
+// x-amz-expected-bucket-owner: accountID (see [ExpectBucketOwner]), so
+// that AWS refuses to read or write the lock in a bucket that another
+// account owns, such as one created under the same name by someone else.
+// Such a refusal is an error matching [ErrAccessDenied] that names the
+// expected owner. On AWS accountID is the 12-digit ID of the account that
+// owns the bucket.
+// The default sends no expected owner.
+func WithExpectedBucketOwner(accountID string) Option {
+	return func(o *options) { o.bucketOwner, o.bucketOwnerSet = accountID, true }
+}
+
+// client returns the client a Mutex uses: c, wrapped to send the expected
+// bucket owner when one is set. Call it only after validate.
+func (o *options) client(c S3API) S3API {
+	if !o.bucketOwnerSet {
+		return c
+	}
+	return &ownerPinned{next: c, owner: o.bucketOwner}
+}
+
 // WithReleaseTimeout bounds the release that Unlock makes when its context
 // is already done, and that WithLock makes after its caller's context was
 // cancelled. It must be positive.
@@ -212,6 +235,9 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: auto-renew interval %v must be at most TTL/3 (%v)", ErrInvalidArgument, o.autoRenew, o.ttl/3)
 	case o.releaseTimeout <= 0:
 		return fmt.Errorf("%w: release timeout must be positive, got %v", ErrInvalidArgument, o.releaseTimeout)
+	}
+	if o.bucketOwnerSet {
+		return validateAccountID(o.bucketOwner)
 	}
 	return nil
 }

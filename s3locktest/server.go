@@ -5,7 +5,10 @@
 //
 // gofakes3 honours If-None-Match and If-Match on PutObject atomically, but
 // ignores If-Match on DeleteObject and answers 412 (not 404) to If-Match on
-// a missing key. s3lock does not rely on either.
+// a missing key. s3lock does not rely on either. It supports bucket
+// versioning; this package adds the bucket lifecycle configuration API,
+// and options for random ETags ([WithRandomETags]) and a bucket owner
+// ([WithBucketOwner]).
 package s3locktest
 
 import (
@@ -50,6 +53,7 @@ type config struct {
 	bucket      string
 	latency     time.Duration
 	randomETags bool
+	bucketOwner string
 }
 
 // WithBucket names the bucket the server creates.
@@ -76,6 +80,10 @@ func Start(opts ...Option) (*Server, error) {
 	var handler http.Handler = faker.Server()
 	if c.randomETags {
 		handler = newRandomETags(handler)
+	}
+	handler = newLifecycle(handler)
+	if c.bucketOwner != "" {
+		handler = ownerCheck(c.bucketOwner, handler)
 	}
 	serve := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}

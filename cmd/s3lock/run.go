@@ -201,6 +201,9 @@ func (o *runOpts) mutexOptions(stderr io.Writer) []s3lock.Option {
 	if o.owner != "" {
 		opts = append(opts, s3lock.WithOwner(o.owner))
 	}
+	if o.aws.bucketOwner != "" {
+		opts = append(opts, s3lock.WithExpectedBucketOwner(o.aws.bucketOwner))
+	}
 	if o.wait.set && o.wait.d > 0 {
 		opts = append(opts, s3lock.WithBackoff(&deadlineBackOff{wait: o.wait.d, interval: s3lock.DefaultRetryInterval}))
 	}

@@ -8,8 +8,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-
 	"github.com/s3lock/s3lock"
 )
 
@@ -141,7 +139,7 @@ type session struct {
 	url    s3URL
 	ctx    context.Context
 	cancel context.CancelFunc
-	client *s3.Client
+	client s3lock.S3API
 }
 
 // open parses args for a command that takes one s3:// URL and no "--",
@@ -163,7 +161,7 @@ func (f *s3Flags) open(c *command, args []string, sio streams, needKey bool) (*s
 	if err != nil {
 		return nil, err
 	}
-	client, err := f.aws.client(ctx)
+	client, err := f.aws.lockClient(ctx)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -203,7 +201,18 @@ func cmdStatus(args []string, sio streams) error {
 		return enc.Encode(toJSON(u, st))
 	}
 	describe(sio.stdout, u, st)
+	warnVersioning(ss.ctx, sio, ss.client, u.bucket, u.key)
 	return nil
+}
+
+// warnVersioning prints, on stderr, the versioned-bucket warning of
+// s3lock.CheckVersioning, if any. Errors and skipped checks print nothing:
+// the check is advice, not the command's job.
+func warnVersioning(ctx context.Context, sio streams, client s3lock.S3API, bucket, prefix string) {
+	r, err := s3lock.CheckVersioning(ctx, client, bucket, prefix)
+	if err == nil && r.NeedsRule() {
+		fmt.Fprintf(sio.stderr, "s3lock: warning: %s\n", r.Warning())
+	}
 }
 
 type unlockOpts struct {
