@@ -73,6 +73,7 @@ var ctBackends = []struct {
 		return &ctEnv{name: "gofakes3-random-etags", bucket: srv.Bucket(), client: srv.Client, randomETags: true}
 	}},
 	{"versitygw", func(t *testing.T) *ctEnv { return ctFromServer(s3servers.Versitygw(t)) }},
+	{"seaweedfs", func(t *testing.T) *ctEnv { return ctFromServer(s3servers.SeaweedFS(t)) }},
 	{"moto", func(t *testing.T) *ctEnv {
 		e := ctFromServer(s3servers.Moto(t))
 		e.racyWrites = ctMotoRace
