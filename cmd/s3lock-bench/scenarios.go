@@ -13,7 +13,7 @@ import (
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
-// Indicative S3 Standard prices in us-east-1 (see S3-FACTS.md), in USD per
+// Indicative S3 Standard prices in us-east-1 (see docs/s3-semantics.md), in USD per
 // request: PUT/COPY/POST/LIST, and GET/HEAD (and all other requests).
 const (
 	usdPerPUT = 0.005 / 1000
