@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/internal/s3servers"
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
@@ -198,4 +199,59 @@ func TestCheckVersioningSkips(t *testing.T) {
 			t.Errorf("CheckVersioning(missing bucket) = %v; want ErrBucketNotFound", err)
 		}
 	})
+}
+
+// TestCheckVersioningOnServers runs the versioning check on the
+// out-of-process servers, in a fresh bucket with versioning enabled: it must
+// either warn (no lifecycle rule yet) or report the check skipped because
+// the store lacks the API, and stop warning once the rule is in place
+// where the store keeps lifecycle rules.
+func TestCheckVersioningOnServers(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		start func(testing.TB) *s3servers.Server
+	}{
+		{"versitygw", s3servers.Versitygw},
+		{"seaweedfs", s3servers.SeaweedFS},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := tc.start(t)
+			ctx := context.Background()
+			const bucket = "s3lock-versioned"
+			if err := srv.CreateBucket(ctx, bucket); err != nil {
+				t.Fatalf("CreateBucket() = %v", err)
+			}
+			c := srv.Client()
+			if _, err := c.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{
+				Bucket:                  aws.String(bucket),
+				VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled},
+			}); err != nil {
+				t.Skipf("%s: PutBucketVersioning() = %v: no versioning to check", tc.name, err)
+			}
+			r, err := s3lock.CheckVersioning(ctx, c, bucket, "locks/")
+			if err != nil {
+				t.Fatalf("CheckVersioning() = %v", err)
+			}
+			t.Logf("%s: CheckVersioning() = %+v", tc.name, r)
+			if r.Skipped != nil {
+				return
+			}
+			if r.Status != "Enabled" || !r.NeedsRule() {
+				t.Fatalf("CheckVersioning() = %+v; want versioning Enabled and NeedsRule", r)
+			}
+			rule := noncurrentRule("s3lock", &types.LifecycleRuleFilter{Prefix: aws.String("locks/")})
+			if _, err := c.PutBucketLifecycleConfiguration(ctx, &s3.PutBucketLifecycleConfigurationInput{
+				Bucket: aws.String(bucket), LifecycleConfiguration: &types.BucketLifecycleConfiguration{Rules: []types.LifecycleRule{rule}},
+			}); err != nil {
+				t.Logf("%s: PutBucketLifecycleConfiguration() = %v: cannot check the silenced warning", tc.name, err)
+				return
+			}
+			r, err = s3lock.CheckVersioning(ctx, c, bucket, "locks/")
+			if err != nil || r.NeedsRule() {
+				t.Errorf("CheckVersioning() with the rule = %+v, %v; want no warning", r, err)
+			}
+			t.Logf("%s: with the rule: %+v", tc.name, r)
+		})
+	}
 }
