@@ -180,7 +180,7 @@ func (s *Server) Close() {
 }
 
 // Versitygw starts versitygw v1.8.0 (posix backend in a temporary
-// directory) on a free loopback port and creates DefaultBucket. It skips
+// directory, with a versioning directory) on a free loopback port and creates DefaultBucket. It skips
 // the test when the binary cannot be found, unless versitygw is required
 // (see S3LOCK_REQUIRE_SERVERS), in which case it fails it.
 func Versitygw(tb testing.TB) *Server {
@@ -190,11 +190,15 @@ func Versitygw(tb testing.TB) *Server {
 		unavailable(tb, NameVersitygw, "versitygw not found (%v); install it with `go install github.com/versity/versitygw/cmd/versitygw@v1.8.0` or run .ci/start-servers.sh", err)
 	}
 	return startLocal(tb, NameVersitygw, func(port int, dir string) *exec.Cmd {
-		root := filepath.Join(dir, "root")
-		if err := os.MkdirAll(root, 0o755); err != nil {
-			tb.Fatalf("s3servers: %v", err)
+		root, versions := filepath.Join(dir, "root"), filepath.Join(dir, "versions")
+		for _, d := range []string{root, versions} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				tb.Fatalf("s3servers: %v", err)
+			}
 		}
-		cmd := exec.Command(bin, "--port", fmt.Sprintf("127.0.0.1:%d", port), "posix", root)
+		// With a versioning directory, buckets can have versioning
+		// enabled (they start without it).
+		cmd := exec.Command(bin, "--port", fmt.Sprintf("127.0.0.1:%d", port), "posix", "--versioning-dir", versions, root)
 		cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+AccessKey, "ROOT_SECRET_KEY="+SecretKey)
 		return cmd
 	})
