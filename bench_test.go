@@ -14,7 +14,7 @@ import (
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
-// Indicative S3 Standard prices in us-east-1 (AWS's price list), USD per request.
+// Indicative S3 Standard prices in us-east-1 (docs/s3-semantics.md), USD per request.
 const (
 	usdPerPUT = 0.005 / 1000
 	usdPerGET = 0.0004 / 1000

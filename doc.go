@@ -20,10 +20,10 @@
 // generation of the current hold, a fencing token that increases across all
 // holders for the life of the object.
 //
-// Each write carries a fresh nonce, so no two writes have the same body.
-// s3lock treats ETags as opaque, but most stores derive them from the body
-// (the MD5 of it, on AWS), and two writes of one body would then share an
-// ETag and could both pass one If-Match.
+// Each write carries a fresh nonce, so no two writes have the same body,
+// and therefore not the same ETag on stores where an ETag is the MD5 of the
+// body. s3lock never computes or parses an ETag: it only sends back one S3
+// gave it, so stores with random ETags (S3 Express One Zone) work too.
 // When a write's answer is lost (a reset connection, a 5xx from a proxy, or
 // the SDK's retry of a write that had been applied getting 412), s3lock
 // reads the object back and compares the nonce before it concludes anything:

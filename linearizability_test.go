@@ -319,6 +319,10 @@ func TestLinearizability(t *testing.T) {
 			srv := s3servers.Versitygw(t)
 			return srv.Client, srv.Bucket()
 		}},
+		{"seaweedfs", 20, "", func(t *testing.T) (func(...func(*s3.Options)) *s3.Client, string) {
+			srv := s3servers.SeaweedFS(t)
+			return srv.Client, srv.Bucket()
+		}},
 		{"moto", 20, ctMotoRace, func(t *testing.T) (func(...func(*s3.Options)) *s3.Client, string) {
 			srv := s3servers.Moto(t)
 			return srv.Client, srv.Bucket()

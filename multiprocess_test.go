@@ -60,6 +60,10 @@ func TestMultiProcessKill(t *testing.T) {
 			srv := s3servers.Versitygw(t)
 			return mpTarget{srv.URL(), srv.Bucket(), s3servers.AccessKey, s3servers.SecretKey, srv.Client()}
 		}},
+		{"seaweedfs", func(t *testing.T) mpTarget {
+			srv := s3servers.SeaweedFS(t)
+			return mpTarget{srv.URL(), srv.Bucket(), s3servers.AccessKey, s3servers.SecretKey, srv.Client()}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { mpRun(t, bin, tc.start(t)) })
 	}

@@ -62,7 +62,7 @@ func New(client S3API, bucket, key string, opts ...Option) (*Mutex, error) {
 	}
 	return &Mutex{
 		lm: &leaseManager{
-			client: client,
+			client: o.client(client),
 			bucket: bucket,
 			key:    key,
 			owner:  o.owner,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,10 +21,25 @@ import (
 // string, to name its scratch object.
 const probeSuffix = ".s3lock-probe-"
 
-// probeWrongETag is an ETag no object has: the MD5 of nothing is
-// d41d8cd98f00b204e9800998ecf8427e, and the probe never writes an empty
-// body.
-const probeWrongETag = `"00000000000000000000000000000000"`
+// probeWrongETag returns an ETag the scratch object does not have: 32 random
+// hex digits, quoted, shaped like the ETags of most stores. ETags are
+// opaque (an MD5 of the body on some stores, random on S3 Express One
+// Zone), so a fixed value such as the MD5 of an empty body is not safe to
+// assume absent; a fresh random one collides with probability 2^-128.
+func probeWrongETag() string { return `"` + newNonce()[:32] + `"` }
+
+// The racing part of the probe: probeRounds rounds, each racing
+// probeRacers If-None-Match creates of a fresh key and then probeRacers
+// If-Match overwrites of the ETag the winner left. Once probeRaceBudget has
+// passed since the first round started, no new round starts, but at least
+// probeMinRounds run. A round costs 2*probeRacers PUTs, 2 GETs and, for the
+// cleanup, 1 DELETE.
+const (
+	probeRacers     = 8
+	probeRounds     = 8
+	probeMinRounds  = 2
+	probeRaceBudget = 20 * time.Second
+)
 
 // ProbeError reports that a store was seen ignoring or refusing
 // conditional writes. It unwraps to [ErrConditionalWritesUnsupported], and
@@ -73,9 +89,10 @@ func (e *ProbeError) Unwrap() []error {
 
 // Probe checks that the store behind client honours the conditional writes
 // s3lock relies on, since some S3-compatible stores silently ignore
-// If-None-Match and If-Match (a lock on them would grant everyone). It
-// writes a scratch object named prefix + ".s3lock-probe-" + a random
-// string in bucket, four times:
+// If-None-Match and If-Match (a lock on them would grant everyone), and
+// others honour each header alone but not under concurrency (a lock on
+// them would sometimes grant twice). It writes a scratch object named
+// prefix + ".s3lock-probe-" + a random string in bucket, four times:
 //
 //  1. create with If-None-Match: * — must succeed;
 //  2. create again with If-None-Match: * — must be refused (412, or 409);
@@ -83,10 +100,24 @@ func (e *ProbeError) Unwrap() []error {
 //     refused (412);
 //  4. replace with If-Match and the ETag from step 1 — must succeed;
 //
-// then reads the object back to check that it holds step 4's body, and
-// deletes it when client also has DeleteObject (an *s3.Client does; with a
-// client that has only the [S3API] methods the scratch object is left
-// behind).
+// and reads the object back to check that it holds step 4's body. Then it
+// races the store: in each of 8 rounds, 8 concurrent If-None-Match: *
+// creates of a fresh scratch key (the scratch name + "-race-<round>"),
+// then 8 concurrent If-Match overwrites of the ETag the winner left, each
+// race followed by a read back. Every race must have exactly one winner,
+// and every loser must get 412 or 409; a race with two winners fails the
+// probe with a step such as "racing If-Match writes" that got "2 winners
+// in round 3 of 8". No new round starts once 20 seconds have passed since
+// the first (a store that makes losers wait, as SeaweedFS does, would
+// otherwise keep the probe for minutes), but at least 2 rounds always run.
+// Finally it deletes every scratch object when client also has
+// DeleteObject (an *s3.Client does; with a client that has only the
+// [S3API] methods the scratch objects are left behind).
+//
+// A probe that passes is evidence, not proof. A store whose conditional
+// writes race only rarely passes it most of the time: moto 5.2.1 let two
+// of 48 racing If-Match PUTs win in 1 round of 150 here, and 16 races make
+// catching that unlikely. A failed probe, on the other hand, is proof.
 //
 // Probe returns nil when the store passed. It returns a *ProbeError
 // matching [ErrConditionalWritesUnsupported] when the store ignored a
@@ -97,7 +128,10 @@ func (e *ProbeError) Unwrap() []error {
 // s3:DeleteObject to clean up). Any other error (transport, 5xx, ctx)
 // means the probe could not tell, and says nothing about the store.
 //
-// Probe costs four PUTs, one GET and one DELETE.
+// Probe costs at most 132 PUTs, 17 GETs and 9 DELETEs: 4 PUTs, 1 GET and
+// 1 DELETE for the steps above, and per race round 16 PUTs, 2 GETs and 1
+// DELETE (at AWS's us-east-1 prices, about $0.0007 a probe). On a fast
+// store it takes well under a second.
 func Probe(ctx context.Context, client S3API, bucket, prefix string) error {
 	if client == nil {
 		return fmt.Errorf("%w: nil S3 client", ErrInvalidArgument)
@@ -111,9 +145,10 @@ func Probe(ctx context.Context, client S3API, bucket, prefix string) error {
 	}
 	p := &prober{client: client, bucket: bucket, key: key}
 	err := p.run(ctx)
-	if p.written {
-		p.cleanup(ctx)
+	if err == nil {
+		err = p.race(ctx)
 	}
+	p.cleanup(ctx)
 	return err
 }
 
@@ -122,7 +157,8 @@ type prober struct {
 	client      S3API
 	bucket, key string
 	steps       []ProbeStep
-	written     bool // a write may have created the scratch object
+	written     bool     // a write may have created the scratch object
+	raceKeys    []string // the scratch keys of the race rounds written so far
 }
 
 func (p *prober) run(ctx context.Context) error {
@@ -135,8 +171,8 @@ func (p *prober) run(ctx context.Context) error {
 		&s3.PutObjectInput{IfNoneMatch: aws.String("*")}, "s3lock probe 2 "+newNonce()); err != nil {
 		return err
 	}
-	if err := p.refused(ctx, "replace with If-Match: "+probeWrongETag,
-		&s3.PutObjectInput{IfMatch: aws.String(probeWrongETag)}, "s3lock probe 3 "+newNonce()); err != nil {
+	if err := p.refused(ctx, "replace with If-Match: <an ETag it does not have>",
+		&s3.PutObjectInput{IfMatch: aws.String(probeWrongETag())}, "s3lock probe 3 "+newNonce()); err != nil {
 		return err
 	}
 	last := "s3lock probe 4 " + newNonce()
@@ -269,6 +305,11 @@ func (p *prober) refused(ctx context.Context, name string, in *s3.PutObjectInput
 func (p *prober) put(ctx context.Context, in *s3.PutObjectInput, body string) (*s3.PutObjectOutput, error) {
 	p.written = true
 	in.Bucket, in.Key = &p.bucket, &p.key
+	return p.putKey(ctx, in, body)
+}
+
+// putKey sends in with body to in's bucket and key.
+func (p *prober) putKey(ctx context.Context, in *s3.PutObjectInput, body string) (*s3.PutObjectOutput, error) {
 	in.Body = strings.NewReader(body)
 	in.ContentLength = aws.Int64(int64(len(body)))
 	in.ContentType = aws.String("text/plain")
@@ -281,7 +322,12 @@ func (p *prober) read(ctx context.Context) (string, error) {
 }
 
 func (p *prober) readETag(ctx context.Context) (string, string, error) {
-	out, err := p.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &p.bucket, Key: &p.key})
+	return p.readKey(ctx, p.key)
+}
+
+// readKey returns the body (its first KiB) and ETag of the object at key.
+func (p *prober) readKey(ctx context.Context, key string) (string, string, error) {
+	out, err := p.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &p.bucket, Key: &key})
 	if err != nil {
 		return "", "", err
 	}
@@ -309,17 +355,26 @@ type objectDeleter interface {
 	DeleteObject(ctx context.Context, params *s3.DeleteObjectInput, optFns ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
 }
 
-// cleanup deletes the scratch object if the client can, even after ctx
+// cleanup deletes the scratch objects if the client can, even after ctx
 // ended, within a short bound. Failing to delete is not reported: the
-// object is a few bytes under a name no lock uses.
+// objects are a few bytes under names no lock uses.
 func (p *prober) cleanup(ctx context.Context) {
 	d, ok := p.client.(objectDeleter)
 	if !ok {
 		return
 	}
+	keys := p.raceKeys
+	if p.written {
+		keys = append([]string{p.key}, keys...)
+	}
+	if len(keys) == 0 {
+		return
+	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	_, _ = d.DeleteObject(cctx, &s3.DeleteObjectInput{Bucket: &p.bucket, Key: &p.key})
+	for _, k := range keys {
+		_, _ = d.DeleteObject(cctx, &s3.DeleteObjectInput{Bucket: &p.bucket, Key: &k})
+	}
 }
 
 // describe renders an S3 error as the status and code seen.
@@ -368,4 +423,154 @@ func (o *probeOnce) check(ctx context.Context, client S3API, bucket, key string)
 		o.settled, o.err = true, err
 	}
 	return err
+}
+
+// raceKind is one of the two races of a probe round.
+type raceKind struct {
+	name   string // the ProbeStep name
+	create bool   // If-None-Match: * on a fresh key; else If-Match
+}
+
+var (
+	raceCreate = raceKind{name: "racing If-None-Match creates", create: true}
+	raceMatch  = raceKind{name: "racing If-Match writes"}
+)
+
+// raceWant is the Want of the race steps.
+var raceWant = fmt.Sprintf("exactly one winner per round, the others 412 or 409 (%d racers)", probeRacers)
+
+// race runs the racing rounds after the sequential steps have passed.
+func (p *prober) race(ctx context.Context) error {
+	start := time.Now()
+	done := 0
+	for round := 1; round <= probeRounds; round++ {
+		if round > probeMinRounds && time.Since(start) >= probeRaceBudget {
+			break
+		}
+		key := p.key + "-race-" + strconv.Itoa(round)
+		p.raceKeys = append(p.raceKeys, key)
+		etag, err := p.raceRound(ctx, raceCreate, key, round, "", "")
+		if err != nil {
+			return err
+		}
+		if _, err := p.raceRound(ctx, raceMatch, key, round, etag.etag, etag.body); err != nil {
+			return err
+		}
+		done = round
+	}
+	got := fmt.Sprintf("exactly one winner in each of %d rounds", done)
+	if done < probeRounds {
+		got += fmt.Sprintf(" (no round started after %v)", probeRaceBudget)
+	}
+	for _, k := range []raceKind{raceCreate, raceMatch} {
+		p.steps = append(p.steps, ProbeStep{Name: k.name, Want: raceWant, Got: got, OK: true})
+	}
+	return nil
+}
+
+// raceResult is what one racer saw.
+type raceResult struct {
+	body string
+	err  error
+}
+
+// raceState is the object a race left: its body and ETag.
+type raceState struct{ body, etag string }
+
+// raceRound races probeRacers conditional PUTs on key (If-None-Match: *
+// when kind.create, else If-Match: etag over an object holding base), reads
+// the object back, and fails the probe unless exactly one racer won. It
+// returns the object the race left.
+func (p *prober) raceRound(ctx context.Context, kind raceKind, key string, round int, etag, base string) (raceState, error) {
+	results := make([]raceResult, probeRacers)
+	startc := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range results {
+		results[i].body = fmt.Sprintf("s3lock probe race %d/%d racer %d %s", round, probeRounds, i, newNonce())
+		in := &s3.PutObjectInput{Bucket: &p.bucket, Key: aws.String(key)}
+		if kind.create {
+			in.IfNoneMatch = aws.String("*")
+		} else {
+			in.IfMatch = aws.String(etag)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-startc
+			_, results[i].err = p.putKey(ctx, in, results[i].body)
+		}()
+	}
+	close(startc)
+	wg.Wait()
+
+	fail := func(got string, err error) (raceState, error) {
+		return raceState{}, p.fail(ProbeStep{Name: kind.name, Want: raceWant, Got: got}, err)
+	}
+	where := fmt.Sprintf("round %d of %d", round, probeRounds)
+	winners := map[int]bool{}
+	refused := false // some racer got 412 (a claim that another one won)
+	for i, r := range results {
+		if r.err == nil {
+			winners[i] = true
+			continue
+		}
+		f, mapped := classify(r.err, p.bucket)
+		switch {
+		case f == failPrecondition:
+			refused = true
+		case f == failConflict, f == failTransient:
+			// A 409 wrote nothing; a transient error may or may not
+			// have: the read back below tells.
+		case errors.Is(mapped, ErrConditionalWritesUnsupported):
+			return fail(fmt.Sprintf("racer %d got %s in %s", i, describe(r.err), where), r.err)
+		case f == failNotFound:
+			return fail(fmt.Sprintf("racer %d got %s in %s (the object exists)", i, describe(r.err), where), r.err)
+		default: // permanent or canceled
+			return raceState{}, mapped
+		}
+	}
+	body, newETag, err := p.readKey(ctx, key)
+	switch {
+	case err == nil:
+	case kind.create && len(winners) == 0:
+		if f, _ := classify(err, p.bucket); f == failNotFound {
+			if refused {
+				return fail("no winner in "+where+", yet 412 for a create of a missing key", nil)
+			}
+			return raceState{}, p.inconclusive(fmt.Errorf("no racer's write was applied in %s (409 conflicts or transient errors)", where))
+		}
+		fallthrough
+	default:
+		f, mapped := classify(err, p.bucket)
+		if f == failNotFound {
+			return fail(fmt.Sprintf("no object after %d successful writes in %s", len(winners), where), nil)
+		}
+		return raceState{}, p.inconclusive(mapped)
+	}
+	// The racer whose body is stored won, whatever it was told (a 412
+	// can be the SDK's retry of its own applied write).
+	stored := -1
+	for i, r := range results {
+		if r.body == body {
+			stored = i
+			winners[i] = true
+		}
+	}
+	switch {
+	case len(winners) >= 2:
+		return fail(fmt.Sprintf("%d winners in %s", len(winners), where), nil)
+	case stored < 0 && (kind.create || body != base):
+		return fail(fmt.Sprintf("a body no racer wrote (%.40q) in %s", body, where), nil)
+	case stored < 0 && len(winners) == 1:
+		return fail("the winner's write was lost in "+where, nil)
+	case stored < 0 && refused:
+		// Nothing applied, yet someone was told another write won.
+		return fail("no winner in "+where+", yet 412 with the current ETag", nil)
+	case stored < 0:
+		return raceState{}, p.inconclusive(fmt.Errorf("no racer's write was applied in %s (409 conflicts or transient errors)", where))
+	}
+	if newETag == "" {
+		return fail("no ETag on the read back in "+where, nil)
+	}
+	return raceState{body: body, etag: newETag}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,12 +41,109 @@ func TestProbePasses(t *testing.T) {
 	if err := s3lock.Probe(context.Background(), srv.Client(), srv.Bucket(), "locks/a"); err != nil {
 		t.Fatalf("Probe() = %v; want nil", err)
 	}
+	// The documented cost: 4 PUTs, 1 GET, 1 DELETE for the sequential
+	// steps, and per race round 2×8 PUTs, 2 GETs and 1 DELETE; gofakes3 is
+	// fast enough for all 8 rounds.
+	c := srv.Stats().Snapshot()
+	if got := [3]int64{c.Method(http.MethodPut), c.Method(http.MethodGet), c.Method(http.MethodDelete)}; got != [3]int64{132, 17, 9} {
+		t.Errorf("server saw %d PUTs, %d GETs and %d DELETEs; want 132, 17 and 9", got[0], got[1], got[2])
+	}
 	if keys := probeObjects(t, srv); len(keys) != 0 {
 		t.Errorf("scratch objects left behind: %v; want none (the client can delete)", keys)
 	}
-	c := srv.Stats().Snapshot()
-	if c.Method(http.MethodPut) != 4 || c.Method(http.MethodDelete) != 1 {
-		t.Errorf("server saw %d PUTs and %d DELETEs; want 4 and 1", c.Method(http.MethodPut), c.Method(http.MethodDelete))
+}
+
+// racyTransport models a store that checks a condition and then writes
+// without holding a lock across both: in one race round it holds back one
+// conditional PUT of the given kind, strips its condition, and sends it
+// only after another PUT on the same key has succeeded, so both succeed.
+type racyTransport struct {
+	next   http.RoundTripper
+	header string // "If-None-Match" or "If-Match"
+	round  int    // the race round to break; 0 for none
+
+	mu   sync.Mutex // protects held
+	held bool
+	won  chan struct{} // closed once another PUT on the key succeeded
+	once sync.Once
+}
+
+func (rt *racyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	target := r.Method == http.MethodPut && r.Header.Get(rt.header) != "" &&
+		rt.round > 0 && strings.HasSuffix(r.URL.Path, fmt.Sprintf("-race-%d", rt.round))
+	if !target {
+		return rt.next.RoundTrip(r)
+	}
+	rt.mu.Lock()
+	hold := !rt.held
+	rt.held = true
+	rt.mu.Unlock()
+	if hold {
+		select {
+		case <-rt.won:
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		case <-time.After(10 * time.Second):
+		}
+		r = r.Clone(r.Context())
+		r.Header.Del(rt.header)
+		return rt.next.RoundTrip(r)
+	}
+	resp, err := rt.next.RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusOK {
+		rt.once.Do(func() { close(rt.won) })
+	}
+	return resp, err
+}
+
+// TestProbeCatchesRacingWinners: a store that honours every condition
+// alone (the sequential steps pass) but lets two racers win one round must
+// fail the probe, naming the race and the round.
+func TestProbeCatchesRacingWinners(t *testing.T) {
+	tests := []struct {
+		name     string
+		header   string
+		round    int
+		wantStep string // "" for a pass
+		wantGot  string
+	}{
+		{"honest store through the wrapper", "If-Match", 0, "", ""},
+		{"two creates win round 1", "If-None-Match", 1, "racing If-None-Match creates", "2 winners in round 1 of 8"},
+		{"two If-Match writes win round 3", "If-Match", 3, "racing If-Match writes", "2 winners in round 3 of 8"},
+		{"two If-Match writes win round 8", "If-Match", 8, "racing If-Match writes", "2 winners in round 8 of 8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := s3locktest.New(t)
+			rt := &racyTransport{next: srv.HTTPClient().Transport, header: tt.header, round: tt.round, won: make(chan struct{})}
+			c := srv.Client(func(o *s3.Options) { o.HTTPClient = &http.Client{Transport: rt} })
+			err := s3lock.Probe(context.Background(), c, srv.Bucket(), "locks/")
+			if tt.wantStep == "" {
+				if err != nil {
+					t.Fatalf("Probe() = %v; want nil", err)
+				}
+				return
+			}
+			var pe *s3lock.ProbeError
+			if !errors.Is(err, s3lock.ErrConditionalWritesUnsupported) || !errors.As(err, &pe) {
+				t.Fatalf("Probe() = %v; want a *ProbeError matching ErrConditionalWritesUnsupported", err)
+			}
+			last := pe.Steps[len(pe.Steps)-1]
+			if last.Name != tt.wantStep || last.Got != tt.wantGot || last.OK {
+				t.Errorf("failed step = %+v; want %q that got %q", last, tt.wantStep, tt.wantGot)
+			}
+			if want := tt.wantStep + ": got " + tt.wantGot; !strings.Contains(err.Error(), want) {
+				t.Errorf("Probe() = %q; want it to say %q", err, want)
+			}
+			for _, s := range pe.Steps[:len(pe.Steps)-1] {
+				if !s.OK {
+					t.Errorf("step %+v before the last is not OK", s)
+				}
+			}
+			if keys := probeObjects(t, srv); len(keys) != 0 {
+				t.Errorf("scratch objects left behind: %v; want none", keys)
+			}
+		})
 	}
 }
 
@@ -205,8 +303,15 @@ func TestProbeWithoutDelete(t *testing.T) {
 	if err := s3lock.Probe(context.Background(), s3apiOnly{srv.Client()}, srv.Bucket(), "x/"); err != nil {
 		t.Fatalf("Probe() = %v; want nil", err)
 	}
-	if keys := probeObjects(t, srv); len(keys) != 1 || !strings.HasPrefix(keys[0], "x/.s3lock-probe-") {
-		t.Errorf("scratch objects = %v; want exactly one under x/ (no DeleteObject to remove it)", keys)
+	// The sequential steps' object and one per race round.
+	keys := probeObjects(t, srv)
+	if len(keys) != 9 {
+		t.Errorf("scratch objects = %v; want 9 (no DeleteObject to remove them)", keys)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "x/.s3lock-probe-") {
+			t.Errorf("scratch object %q; want it under x/.s3lock-probe-", k)
+		}
 	}
 }
 

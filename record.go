@@ -26,7 +26,8 @@ const (
 
 // record is the JSON document kept in the lock object. Every write carries a
 // fresh Nonce, so no two writes have the same body and therefore the same
-// ETag (S3 ETags are the MD5 of the body).
+// ETag (ETags are opaque: the MD5 of the body on many stores, random on S3
+// Express One Zone).
 type record struct {
 	Schema     int       `json:"s3lock"`
 	State      string    `json:"state"`

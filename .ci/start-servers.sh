@@ -6,11 +6,13 @@
 #
 #   versitygw v1.8.0: installed with `go install` into $(go env GOPATH)/bin
 #                     (or $GOBIN) unless that exact version is already there.
+#   SeaweedFS:        built by .ci/install-seaweedfs.sh into the same
+#                     directory, once per version (about 5 minutes cold).
 #   moto_server:      cannot be installed here (PyPI is unreachable); used
 #                     when present, otherwise its tests skip.
 #
 # It prints the S3LOCK_REQUIRE_SERVERS value to use for `go test` as its
-# last line: "versitygw" or "versitygw,moto".
+# last line: "versitygw,seaweedfs" or "versitygw,seaweedfs,moto".
 set -euo pipefail
 
 VERSITYGW_MODULE=github.com/versity/versitygw
@@ -42,10 +44,12 @@ if [ "$got" != "$VERSITYGW_VERSION" ]; then
 	exit 1
 fi
 
-require=versitygw
+bash "$(dirname "$0")/install-seaweedfs.sh"
+
+require=versitygw,seaweedfs
 if moto="$(command -v moto_server)" && "$moto" --help >/dev/null 2>&1; then
 	echo "start-servers: moto_server found at $moto" >&2
-	require=versitygw,moto
+	require=versitygw,seaweedfs,moto
 else
 	echo "start-servers: moto_server not available; its tests will skip" >&2
 fi

@@ -5,7 +5,10 @@
 //
 // gofakes3 honours If-None-Match and If-Match on PutObject atomically, but
 // ignores If-Match on DeleteObject and answers 412 (not 404) to If-Match on
-// a missing key. s3lock does not rely on either.
+// a missing key. s3lock does not rely on either. It supports bucket
+// versioning; this package adds the bucket lifecycle configuration API,
+// and options for random ETags ([WithRandomETags]) and a bucket owner
+// ([WithBucketOwner]).
 package s3locktest
 
 import (
@@ -47,9 +50,11 @@ type Server struct {
 type Option func(*config)
 
 type config struct {
-	bucket     string
-	latency    time.Duration
-	middleware func(http.Handler) http.Handler
+	bucket      string
+	latency     time.Duration
+	middleware  func(http.Handler) http.Handler
+	randomETags bool
+	bucketOwner string
 }
 
 // WithBucket names the bucket the server creates.
@@ -83,6 +88,13 @@ func Start(opts ...Option) (*Server, error) {
 	faker := gofakes3.New(backend, gofakes3.WithTimeSkewLimit(0))
 	s := &Server{backend: backend, bucket: c.bucket, latency: c.latency, stats: &Stats{}}
 	var handler http.Handler = faker.Server()
+	if c.randomETags {
+		handler = newRandomETags(handler)
+	}
+	handler = newLifecycle(handler)
+	if c.bucketOwner != "" {
+		handler = ownerCheck(c.bucketOwner, handler)
+	}
 	if c.middleware != nil {
 		handler = c.middleware(handler)
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/spf13/cobra"
+
+	"github.com/s3lock/s3lock"
 )
 
 const awsHelp = `
@@ -23,10 +25,11 @@ AWS_REQUEST_CHECKSUM_CALCULATION says otherwise.
 
 // awsFlags are the AWS settings every command accepts.
 type awsFlags struct {
-	profile   string
-	region    string
-	endpoint  string
-	pathStyle bool
+	profile     string
+	region      string
+	endpoint    string
+	pathStyle   bool
+	bucketOwner string
 }
 
 func (a *awsFlags) register(c *cobra.Command) {
@@ -35,6 +38,23 @@ func (a *awsFlags) register(c *cobra.Command) {
 	fs.StringVar(&a.region, "region", "", "AWS `region` of the bucket (default $AWS_REGION or the profile's)")
 	fs.StringVar(&a.endpoint, "endpoint-url", "", "S3 endpoint `URL`, for S3-compatible stores (default $AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL)")
 	fs.BoolVar(&a.pathStyle, "path-style", false, "address buckets as URL/bucket/key instead of bucket.host (most S3-compatible stores need it)")
+	fs.StringVar(&a.bucketOwner, "expected-bucket-owner", "", "send this AWS `account-id` as x-amz-expected-bucket-owner on every request, so S3 refuses a bucket owned by another account")
+}
+
+// lockClient is client, wrapped to send --expected-bucket-owner when set.
+func (a *awsFlags) lockClient(ctx context.Context) (s3lock.S3API, error) {
+	c, err := a.client(ctx)
+	switch {
+	case err != nil:
+		return nil, err
+	case a.bucketOwner == "":
+		return c, nil
+	}
+	pinned, err := s3lock.ExpectBucketOwner(c, a.bucketOwner)
+	if err != nil {
+		return nil, withCode(exitUsage, err)
+	}
+	return pinned, nil
 }
 
 // credentialsTimeout bounds the up-front credentials check.

@@ -123,6 +123,11 @@ lock object with one GET and writes nothing. Exit code 0 whether the lock
 is free or held; 2 for bad usage, a missing bucket or denied access; 69 if
 S3 could not be reached.
 
+It also reads the bucket's versioning state (and, when versioning is on,
+its lifecycle rules) and warns on stderr, with the rule to add, when
+nothing expires the old versions that lock writes leave behind. Without
+s3:GetBucketVersioning and s3:GetLifecycleConfiguration it skips that.
+
 With --json it prints one object:
   {"url", "bucket", "key", "state": "free"|"held"|"expired", "exists",
    "held", "expired", "owner", "generation", "ttl_ms", "since",
@@ -163,10 +168,16 @@ const probeHelp = `Usage:
 
 Checks that the store honours conditional writes (If-None-Match: * and
 If-Match on PutObject), without which a lock would not exclude anyone
-(some S3-compatible stores silently ignore them). It writes a scratch
-object named PREFIX.s3lock-probe-RANDOM four times, twice with conditions
-that must be refused, reads it back and deletes it: 4 PUTs, 1 GET and
-1 DELETE (it needs s3:PutObject, s3:GetObject and s3:DeleteObject there).
+(some S3-compatible stores silently ignore them, others honour them only
+one request at a time). It writes a scratch object named
+PREFIX.s3lock-probe-RANDOM four times, twice with conditions that must be
+refused, and reads it back. Then it races the store: up to 8 rounds (no new
+round after 20 s, at least 2) of 8 concurrent If-None-Match creates and 8
+concurrent If-Match overwrites, each of which must have exactly one
+winner. At most 132 PUTs, 17 GETs and 9 DELETEs; it needs s3:PutObject,
+s3:GetObject and s3:DeleteObject there. A pass is evidence, not proof: a
+store that races rarely can pass. After a pass it warns, as status does,
+about a versioned bucket that keeps every old version of the lock.
 
 Exit codes: 0 honoured; 1 not honoured; 2 bad usage, missing bucket or
 denied access; 69 S3 failing.

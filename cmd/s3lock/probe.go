@@ -28,7 +28,8 @@ func probe(c *cobra.Command, o *s3Flags, args []string, sio streams) error {
 	err = s3lock.Probe(ctx, client, u.bucket, u.key)
 	switch {
 	case err == nil:
-		fmt.Fprintf(sio.stdout, "%s: conditional writes are honoured (If-None-Match and If-Match on PutObject): s3lock can use this store\n", u)
+		fmt.Fprintf(sio.stdout, "%s: conditional writes are honoured (If-None-Match and If-Match on PutObject, alone and racing): s3lock can use this store\n", u)
+		warnVersioning(ctx, sio, client, u.bucket, u.key)
 		return nil
 	case errors.Is(err, s3lock.ErrConditionalWritesUnsupported):
 		fmt.Fprintf(sio.stdout, "%s: conditional writes are NOT honoured: a lock here would not exclude anyone\n", u)

@@ -215,6 +215,9 @@ func (o *runOpts) mutexOptions(stderr io.Writer) []s3lock.Option {
 	if o.owner != "" {
 		opts = append(opts, s3lock.WithOwner(o.owner))
 	}
+	if o.aws.bucketOwner != "" {
+		opts = append(opts, s3lock.WithExpectedBucketOwner(o.aws.bucketOwner))
+	}
 	return opts
 }
 

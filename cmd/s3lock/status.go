@@ -8,7 +8,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/spf13/cobra"
 
 	"github.com/s3lock/s3lock"
@@ -142,7 +141,7 @@ type session struct {
 	url    s3URL
 	ctx    context.Context
 	cancel context.CancelFunc
-	client *s3.Client
+	client s3lock.S3API
 }
 
 // open parses args for a command that takes one s3:// URL and no "--",
@@ -164,7 +163,7 @@ func (f *s3Flags) open(c *cobra.Command, args []string, needKey bool) (*session,
 	if err != nil {
 		return nil, err
 	}
-	client, err := f.aws.client(ctx)
+	client, err := f.aws.lockClient(ctx)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -204,7 +203,18 @@ func (o *statusOpts) run(c *cobra.Command, args []string, sio streams) error {
 		return enc.Encode(toJSON(u, st))
 	}
 	describe(sio.stdout, u, st)
+	warnVersioning(ss.ctx, sio, ss.client, u.bucket, u.key)
 	return nil
+}
+
+// warnVersioning prints, on stderr, the versioned-bucket warning of
+// s3lock.CheckVersioning, if any. Errors and skipped checks print nothing:
+// the check is advice, not the command's job.
+func warnVersioning(ctx context.Context, sio streams, client s3lock.S3API, bucket, prefix string) {
+	r, err := s3lock.CheckVersioning(ctx, client, bucket, prefix)
+	if err == nil && r.NeedsRule() {
+		fmt.Fprintf(sio.stderr, "s3lock: warning: %s\n", r.Warning())
+	}
 }
 
 type unlockOpts struct {

@@ -1,5 +1,6 @@
 // Package s3servers gives tests S3 servers other than the embedded one:
-// versitygw and moto started as separate processes on a loopback port, and
+// versitygw, moto and SeaweedFS started as separate processes on a loopback
+// port, and
 // real AWS S3 when the environment names a bucket. Each helper returns a
 // ready *Server with one bucket, or skips the test with a message saying
 // what is missing.
@@ -7,12 +8,13 @@
 // Environment:
 //
 //   - S3LOCK_REQUIRE_SERVERS: comma-separated server names ("versitygw",
-//     "moto", or "all" for both) that must be available; a helper for a
+//     "moto", "seaweedfs", or "all" for every one) that must be available; a helper for a
 //     required server fails the test instead of skipping it. CI sets it for
 //     the servers it installs.
-//   - S3LOCK_VERSITYGW, S3LOCK_MOTO_SERVER: paths of the server binaries.
-//     Without them the binaries are looked up in PATH, then in GOBIN and
-//     GOPATH/bin (where `go install` puts versitygw).
+//   - S3LOCK_VERSITYGW, S3LOCK_MOTO_SERVER, S3LOCK_WEED: paths of the
+//     server binaries. Without them the binaries are looked up in PATH,
+//     then in GOBIN and GOPATH/bin (where `go install` puts versitygw and
+//     .ci/install-seaweedfs.sh puts weed).
 //   - S3LOCK_TEST_BUCKET: an existing AWS S3 bucket for [AWS]; credentials
 //     and region come from the usual AWS environment and files.
 //     S3LOCK_TEST_PREFIX prefixes every key used there (default
@@ -54,6 +56,7 @@ const (
 	EnvRequire    = "S3LOCK_REQUIRE_SERVERS"
 	EnvVersitygw  = "S3LOCK_VERSITYGW"
 	EnvMotoServer = "S3LOCK_MOTO_SERVER"
+	EnvWeed       = "S3LOCK_WEED"
 	EnvAWSBucket  = "S3LOCK_TEST_BUCKET"
 	EnvAWSPrefix  = "S3LOCK_TEST_PREFIX"
 )
@@ -62,6 +65,7 @@ const (
 const (
 	NameVersitygw = "versitygw"
 	NameMoto      = "moto"
+	NameSeaweedFS = "seaweedfs"
 	NameAWS       = "aws"
 )
 
@@ -95,7 +99,8 @@ type Server struct {
 	closed     bool
 }
 
-// Name returns the server's name: "versitygw", "moto" or "aws".
+// Name returns the server's name: "versitygw", "moto", "seaweedfs" or
+// "aws".
 func (s *Server) Name() string { return s.name }
 
 // URL returns the server's base URL (http://127.0.0.1:port), or "" for AWS.
@@ -175,7 +180,7 @@ func (s *Server) Close() {
 }
 
 // Versitygw starts versitygw v1.8.0 (posix backend in a temporary
-// directory) on a free loopback port and creates DefaultBucket. It skips
+// directory, with a versioning directory) on a free loopback port and creates DefaultBucket. It skips
 // the test when the binary cannot be found, unless versitygw is required
 // (see S3LOCK_REQUIRE_SERVERS), in which case it fails it.
 func Versitygw(tb testing.TB) *Server {
@@ -185,11 +190,15 @@ func Versitygw(tb testing.TB) *Server {
 		unavailable(tb, NameVersitygw, "versitygw not found (%v); install it with `go install github.com/versity/versitygw/cmd/versitygw@v1.8.0` or run .ci/start-servers.sh", err)
 	}
 	return startLocal(tb, NameVersitygw, func(port int, dir string) *exec.Cmd {
-		root := filepath.Join(dir, "root")
-		if err := os.MkdirAll(root, 0o755); err != nil {
-			tb.Fatalf("s3servers: %v", err)
+		root, versions := filepath.Join(dir, "root"), filepath.Join(dir, "versions")
+		for _, d := range []string{root, versions} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				tb.Fatalf("s3servers: %v", err)
+			}
 		}
-		cmd := exec.Command(bin, "--port", fmt.Sprintf("127.0.0.1:%d", port), "posix", root)
+		// With a versioning directory, buckets can have versioning
+		// enabled (they start without it).
+		cmd := exec.Command(bin, "--port", fmt.Sprintf("127.0.0.1:%d", port), "posix", "--versioning-dir", versions, root)
 		cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+AccessKey, "ROOT_SECRET_KEY="+SecretKey)
 		return cmd
 	})
@@ -208,6 +217,75 @@ func Moto(tb testing.TB) *Server {
 	return startLocal(tb, NameMoto, func(port int, _ string) *exec.Cmd {
 		return exec.Command(bin, "-H", "127.0.0.1", "-p", fmt.Sprint(port))
 	})
+}
+
+// SeaweedFS starts SeaweedFS (`weed server`: master, volume, filer and S3
+// gateway in one process, data in a temporary directory) on free loopback
+// ports and creates DefaultBucket. Build the binary with
+// .ci/install-seaweedfs.sh. It skips the test when weed cannot be found,
+// unless seaweedfs is required (see S3LOCK_REQUIRE_SERVERS).
+//
+// weed runs without identities, so it accepts every request (signed ones
+// included) as anonymous. It must not see AWS_ACCESS_KEY_ID or
+// AWS_SECRET_ACCESS_KEY: it would silently make them an admin identity and
+// then refuse our requests signed with other keys, so they are removed from
+// its environment. Right after a start its raft leader may not have
+// settled and writes can answer 500: SeaweedFS returns only once a PUT has
+// succeeded.
+func SeaweedFS(tb testing.TB) *Server {
+	tb.Helper()
+	bin, err := lookBinary(EnvWeed, "weed")
+	if err != nil {
+		unavailable(tb, NameSeaweedFS, "weed not found (%v); build it with .ci/install-seaweedfs.sh", err)
+	}
+	return startLocal(tb, NameSeaweedFS, func(port int, dir string) *exec.Cmd {
+		data := filepath.Join(dir, "data")
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			tb.Fatalf("s3servers: %v", err)
+		}
+		// Every port weed opens must be free: the master, volume and filer
+		// ports, and the gRPC ports of all four, default to fixed numbers
+		// (9333, 8080, 8888, and port+10000), which parallel tests or
+		// other services would share.
+		ports := make([]string, 7)
+		for i := range ports {
+			p, err := freePort()
+			if err != nil {
+				tb.Fatalf("s3servers: %v", err)
+			}
+			ports[i] = fmt.Sprint(p)
+		}
+		cmd := exec.Command(bin,
+			"-logdir="+dir,
+			"server",
+			"-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+			"-dir="+data,
+			"-master.port="+ports[0], "-master.port.grpc="+ports[1],
+			"-volume.port="+ports[2], "-volume.port.grpc="+ports[3],
+			"-filer.port="+ports[4], "-filer.port.grpc="+ports[5],
+			"-s3", "-s3.port="+fmt.Sprint(port), "-s3.port.grpc="+ports[6],
+			"-s3.port.iceberg=0", "-s3.port.lance=0",
+			"-master.telemetry=false",
+			"-volume.max=10",
+		)
+		cmd.Env = withoutEnv(os.Environ(), "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+		return cmd
+	})
+}
+
+// withoutEnv returns env without the named variables.
+func withoutEnv(env []string, names ...string) []string {
+	var out []string
+next:
+	for _, kv := range env {
+		for _, n := range names {
+			if strings.HasPrefix(kv, n+"=") {
+				continue next
+			}
+		}
+		out = append(out, kv)
+	}
+	return out
 }
 
 // AWS returns a Server for the real AWS S3 bucket named by
@@ -304,10 +382,23 @@ func (s *Server) waitReady() error {
 		acancel()
 		var apiErr smithy.APIError
 		switch {
-		case err == nil:
-			return nil
-		case errors.As(err, &apiErr) && (apiErr.ErrorCode() == "BucketAlreadyOwnedByYou" || apiErr.ErrorCode() == "BucketAlreadyExists"):
-			return nil
+		case err == nil || errors.As(err, &apiErr) && (apiErr.ErrorCode() == "BucketAlreadyOwnedByYou" || apiErr.ErrorCode() == "BucketAlreadyExists"):
+			if s.name != NameSeaweedFS {
+				return nil
+			}
+			// SeaweedFS creates the bucket before its raft leader and
+			// volumes are ready: wait for a write to succeed.
+			actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = c.PutObject(actx, &s3.PutObjectInput{
+				Bucket: aws.String(s.bucket), Key: aws.String(".s3servers-ready"), Body: strings.NewReader("ready"),
+			})
+			acancel()
+			if err == nil {
+				dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err = c.DeleteObject(dctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(".s3servers-ready")})
+				dcancel()
+				return err
+			}
 		}
 		last = err
 		t := time.NewTimer(100 * time.Millisecond)
@@ -449,10 +540,10 @@ func Required(name string) (bool, error) {
 		case "":
 		case "all":
 			found = true
-		case NameVersitygw, NameMoto:
+		case NameVersitygw, NameMoto, NameSeaweedFS:
 			found = found || f == name
 		default:
-			return false, fmt.Errorf("%s=%q: unknown server %q (want %s, %s or all)", EnvRequire, v, f, NameVersitygw, NameMoto)
+			return false, fmt.Errorf("%s=%q: unknown server %q (want %s, %s, %s or all)", EnvRequire, v, f, NameVersitygw, NameMoto, NameSeaweedFS)
 		}
 	}
 	return found, nil

@@ -28,6 +28,7 @@ func TestServers(t *testing.T) {
 	}{
 		{"versitygw", s3servers.Versitygw},
 		{"moto", s3servers.Moto},
+		{"seaweedfs", s3servers.SeaweedFS},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := tc.start(t)
@@ -85,9 +86,11 @@ func TestMissingBinarySkips(t *testing.T) {
 	t.Setenv(s3servers.EnvRequire, "")
 	t.Setenv(s3servers.EnvVersitygw, "/nonexistent/versitygw")
 	t.Setenv(s3servers.EnvMotoServer, "/nonexistent/moto_server")
+	t.Setenv(s3servers.EnvWeed, "/nonexistent/weed")
 	for name, start := range map[string]func(testing.TB) *s3servers.Server{
 		"versitygw": s3servers.Versitygw,
 		"moto":      s3servers.Moto,
+		"seaweedfs": s3servers.SeaweedFS,
 	} {
 		var skipped bool
 		t.Run(name, func(t *testing.T) {
@@ -102,15 +105,17 @@ func TestMissingBinarySkips(t *testing.T) {
 
 func TestRequired(t *testing.T) {
 	for _, tc := range []struct {
-		env           string
-		versitygw     bool
-		moto, invalid bool
+		env                      string
+		versitygw, moto, seaweed bool
+		invalid                  bool
 	}{
 		{env: ""},
 		{env: "versitygw", versitygw: true},
 		{env: "moto", moto: true},
+		{env: "seaweedfs", seaweed: true},
 		{env: "versitygw, moto", versitygw: true, moto: true},
-		{env: "all", versitygw: true, moto: true},
+		{env: "versitygw,seaweedfs", versitygw: true, seaweed: true},
+		{env: "all", versitygw: true, moto: true, seaweed: true},
 		{env: "1", invalid: true},
 		{env: "versitygw,minio", invalid: true},
 	} {
@@ -118,17 +123,18 @@ func TestRequired(t *testing.T) {
 			t.Setenv(s3servers.EnvRequire, tc.env)
 			v, verr := s3servers.Required(s3servers.NameVersitygw)
 			m, merr := s3servers.Required(s3servers.NameMoto)
+			w, werr := s3servers.Required(s3servers.NameSeaweedFS)
 			if tc.invalid {
-				if verr == nil || merr == nil {
-					t.Errorf("Required() errors = %v, %v; want errors", verr, merr)
+				if verr == nil || merr == nil || werr == nil {
+					t.Errorf("Required() errors = %v, %v, %v; want errors", verr, merr, werr)
 				}
 				return
 			}
-			if err := errors.Join(verr, merr); err != nil {
+			if err := errors.Join(verr, merr, werr); err != nil {
 				t.Fatalf("Required() = %v", err)
 			}
-			if v != tc.versitygw || m != tc.moto {
-				t.Errorf("Required(versitygw, moto) = %v, %v; want %v, %v", v, m, tc.versitygw, tc.moto)
+			if v != tc.versitygw || m != tc.moto || w != tc.seaweed {
+				t.Errorf("Required(versitygw, moto, seaweedfs) = %v, %v, %v; want %v, %v, %v", v, m, w, tc.versitygw, tc.moto, tc.seaweed)
 			}
 		})
 	}
