@@ -103,15 +103,18 @@ func (c condition) holds(s *snapshot) bool {
 	return s.exists && s.etag == c.etag
 }
 
-// orphan is a held record of ours whose fate is unknown: nonce is its
-// nonce, and cond the condition it was written under (for a record known
-// to have landed, the condition that its own ETag satisfies). Such a
-// record can be in S3, or land there later, only while the object carries
-// its nonce or still satisfies cond; any other read proves it gone for
-// good, since ETags never repeat (every body has a fresh nonce).
+// orphan is a held record of ours that no lease holds: nonce is its nonce.
+// Either it landed (a lease's last record, in S3 while the object has the
+// ETag in cond), or it is a write whose outcome is unknown, made under
+// cond and first sent at start. Such a record can be in S3, or land there
+// later, only while the object carries its nonce or still satisfies cond;
+// any other read proves it gone for good, since ETags never repeat (every
+// body has a fresh nonce).
 type orphan struct {
-	nonce string
-	cond  condition
+	nonce  string
+	cond   condition
+	landed bool
+	start  instant // of the first write with this nonce (unknown writes)
 }
 
 func (lm *leaseManager) name() string { return "s3://" + lm.bucket + "/" + lm.key }
@@ -359,17 +362,20 @@ func (lm *leaseManager) isOrphan(nonce string) bool {
 }
 
 // orphanNonce returns the nonce of an unresolved write of ours made under
-// cond, or a fresh one. Of all writes under one condition at most one can
-// land, so they may share a nonce: that keeps one orphan per condition.
-func (lm *leaseManager) orphanNonce(cond condition) string {
+// cond and when the first write with it was sent, or a fresh nonce and a
+// zero instant. Of all writes under one condition at most one can land,
+// so they may share a nonce: that keeps one orphan per condition. A
+// record that landed never lends its nonce: a write over it must be told
+// apart from it, by a read-back and by contenders' expiry watch.
+func (lm *leaseManager) orphanNonce(cond condition) (string, instant) {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
 	for _, o := range lm.orphans {
-		if o.cond == cond {
-			return o.nonce
+		if o.cond == cond && !o.landed {
+			return o.nonce, o.start
 		}
 	}
-	return newNonce()
+	return newNonce(), instant{}
 }
 
 // addOrphans remembers records of ours whose fate is unknown.
@@ -377,7 +383,8 @@ func (lm *leaseManager) addOrphans(os ...orphan) {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
 	for _, o := range os {
-		if o.nonce != "" && !slices.Contains(lm.orphans, o) {
+		known := slices.ContainsFunc(lm.orphans, func(k orphan) bool { return k.nonce == o.nonce && k.cond == o.cond })
+		if o.nonce != "" && !known {
 			lm.orphans = append(lm.orphans, o)
 		}
 	}
@@ -484,12 +491,13 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (
 		return nil, nil, err
 	}
 	cond := condition{create: !s.exists, etag: s.etag}
+	nonce, first := lm.orphanNonce(cond)
 	wall := lm.clock.Now()
 	rec := &record{
 		Schema:     recordSchema,
 		State:      stateHeld,
 		Owner:      lm.owner,
-		Nonce:      lm.orphanNonce(cond),
+		Nonce:      nonce,
 		Generation: gen,
 		TTLMillis:  lm.ttl.Milliseconds(),
 		AcquiredAt: wall,
@@ -497,6 +505,9 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (
 		Waited:     waited,
 	}
 	start := now() // the lease counts from before the request is sent
+	if first.mono.IsZero() {
+		first = start
+	}
 	etag, f, err := lm.put(ctx, rec, cond)
 	switch f {
 	case failNone:
@@ -514,7 +525,7 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (
 	// that had been applied. 409s, transport errors, 5xx, cancellation: the
 	// write may or may not have been applied. Until a read settles it, the
 	// record is an orphan: ours to take back if it turns up.
-	lm.addOrphans(orphan{nonce: rec.Nonce, cond: cond})
+	lm.addOrphans(orphan{nonce: rec.Nonce, cond: cond, start: first})
 	rctx, cancel := resolveContext(ctx, lm.resolveTimeout)
 	defer cancel()
 	now2, rerr := lm.read(rctx)
@@ -522,9 +533,11 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (
 		return nil, nil, errors.Join(err, rerr)
 	}
 	if now2.rec != nil && now2.rec.Nonce == rec.Nonce {
+		// Which of the writes with this nonce landed is unknown: count
+		// the lease from the first.
 		lm.log.Warn("s3lock: a write reported as failed had been applied; the lock is ours", "key", lm.key, "error", err)
 		lm.clearOrphans()
-		return lm.confirm(ctx, lm.newLease(now2.etag, rec, start))
+		return lm.confirm(ctx, lm.newLease(now2.etag, rec, first))
 	}
 	if f == failCanceled {
 		return nil, nil, err
@@ -581,6 +594,7 @@ func (lm *leaseManager) newLease(etag string, rec *record, start instant) *lease
 		rec:      *rec,
 		deadline: start.mono.Add(lm.ttl - drift(lm.ttl)),
 		from:     start,
+		began:    start.mono,
 	}
 }
 
@@ -598,6 +612,7 @@ type lease struct {
 	rec      record
 	deadline time.Time // monotonic; less the time suspended since from
 	from     instant   // when the write that set the deadline was sent
+	began    time.Time // when the write that acquired the lock was sent
 	// pending is the renewal over etag whose outcome is unknown (zero when
 	// none). Every renewal over the same ETag reuses its nonce, since at
 	// most one of them can land, and start is that of the first, so the
@@ -845,6 +860,9 @@ func (l *lease) release(ctx context.Context) (*snapshot, error) {
 		rec.AcquiredAt = time.Time{}
 		rec.WrittenAt = l.lm.clock.Now()
 		var attempts atomic.Int32
+		if attempt == 0 {
+			l.lm.noteHold(time.Since(l.began))
+		}
 		newETag, f, err := l.lm.put(ctx, &rec, condition{etag: etag}, countAttempts(&attempts))
 		sent = append(sent, rec.Nonce)
 		switch f {
@@ -897,9 +915,9 @@ func (l *lease) release(ctx context.Context) (*snapshot, error) {
 // may have left need no such care: a free record is anyone's to take.
 func (l *lease) orphan() {
 	l.mu.Lock()
-	os := []orphan{{nonce: l.rec.Nonce, cond: condition{etag: l.etag}}}
+	os := []orphan{{nonce: l.rec.Nonce, cond: condition{etag: l.etag}, landed: true}}
 	if p := l.pending; p.nonce != "" {
-		os = append(os, orphan{nonce: p.nonce, cond: condition{etag: p.etag}})
+		os = append(os, orphan{nonce: p.nonce, cond: condition{etag: p.etag}, start: p.start})
 	}
 	l.mu.Unlock()
 	l.lm.addOrphans(os...)

@@ -106,6 +106,7 @@ func reserveAge(rec *record) uint64 {
 type pacing struct {
 	rtt    time.Duration // EWMA of the duration of our GETs
 	period time.Duration // EWMA of the observed time between grants (0: unknown)
+	hold   time.Duration // EWMA of this Mutex's own holds (0: none yet)
 	streak int           // consecutive warm re-acquires
 	cool   int           // Locks left that read first (see coolDown)
 }
@@ -322,6 +323,18 @@ func (s *snapshot) age() time.Duration {
 	return max(s.serverDate.Sub(s.lastModified), 0)
 }
 
+// noteHold feeds the estimate of a hold's length with one of our own,
+// from the acquiring write to the release.
+func (lm *leaseManager) noteHold(d time.Duration) {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	if lm.pace.hold == 0 {
+		lm.pace.hold = d
+	} else {
+		lm.pace.hold += (d - lm.pace.hold) / 4
+	}
+}
+
 // noteRTT feeds the round-trip time with the duration of one request.
 func (lm *leaseManager) noteRTT(d time.Duration) {
 	lm.mu.Lock()
@@ -433,15 +446,22 @@ func (w *waiter) soon() time.Duration {
 func (w *waiter) nearEnd() time.Duration {
 	fast := w.fast()
 	w.lm.mu.Lock()
-	period, rtt := w.lm.pace.period, w.lm.pace.rtt
+	period, rtt, hold := w.lm.pace.period, w.lm.pace.rtt, w.lm.pace.hold
 	w.lm.mu.Unlock()
+	if period > 0 {
+		// The hold ends a hand-off before the next grant.
+		period -= 2 * rtt
+	}
+	if hold > 0 && (period <= 0 || hold < period) {
+		period = hold
+	}
 	if period <= 0 || w.holdSince.IsZero() {
 		// Nothing to aim at: poll fast, then twice as long each time.
 		d := fast << min(w.fastPolls, 20)
 		w.fastPolls++
 		return d
 	}
-	left := time.Until(w.holdSince.Add(period - 2*rtt))
+	left := time.Until(w.holdSince.Add(period))
 	switch {
 	case left > 2*fast:
 		return left / 2
