@@ -420,8 +420,20 @@ func (w *waiter) pollIn(interval time.Duration) time.Duration {
 			limit = min(limit, reservationTTL/4)
 		}
 		return max(min(limit, w.nearEnd()), minPoll)
+	case w.rank == 1 && !w.holdSince.IsZero():
+		// Second in line: see the coming hand-off as it happens, so the
+		// start of the next hold, the one to wait out, is known closely.
+		return max(min(interval, w.soon(), w.nearEnd()), minPoll)
 	case w.rank == 1:
 		return min(interval, w.soon())
+	case w.rank < 1<<20:
+		// Further back: look again about when second in line.
+		w.lm.mu.Lock()
+		period := w.lm.pace.period
+		w.lm.mu.Unlock()
+		if period > 0 {
+			return min(interval, max(w.soon(), time.Duration(w.rank-1)*period))
+		}
 	}
 	return interval
 }
@@ -468,7 +480,9 @@ func (w *waiter) nearEnd() time.Duration {
 	case left > -4*fast:
 		return fast
 	}
-	return max(fast, -left/2)
+	// Overdue: back off by half of it, but keep looking a few times per
+	// hold, as the estimate of when it began may be off by a poll's gap.
+	return max(fast, min(-left/2, period/4))
 }
 
 // deferral is what acquire returns to Lock when it leaves a free lock to an
