@@ -54,7 +54,7 @@
 // write, and typically within TTL + 2-3 s; the holder's lease ended before
 // TTL. The gap is the safety margin. An object at the key that is not a
 // record s3lock accepts (corrupt, foreign, of a newer schema, larger than
-// MaxRecordSize) counts as held, and is taken over only once it is older
+// 4 KiB) counts as held, and is taken over only once it is older
 // than the longer of the contender's TTL and the TTL the object carries
 // (when its ttl_ms can be read), by the same rules.
 //

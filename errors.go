@@ -26,11 +26,17 @@ var (
 	ErrLeaseLost = errors.New("s3lock: lease lost")
 
 	// ErrInvalidLockObject means the object at the lock's key is not an
-	// s3lock record this version understands: corrupt, written by something
-	// else, from a newer schema, or larger than MaxRecordSize. Such an object
-	// counts as held; it is taken over only once S3 shows it older than the
-	// TTL.
+	// s3lock record this version accepts: corrupt, written by something
+	// else, of a newer schema, or larger than 4 KiB. Such an object counts
+	// as held (see [LockedError.Invalid]); it is taken over only once S3
+	// shows it older than the TTL (see docs/record-format.md). Acquire and
+	// ForceUnlock also return it for a record whose fencing token cannot
+	// grow.
 	ErrInvalidLockObject = errors.New("s3lock: invalid lock object")
+
+	// ErrChanged means the lock object was not what the caller last saw:
+	// its ETag differs, so ForceUnlock did not touch it.
+	ErrChanged = errors.New("s3lock: lock object changed since it was inspected")
 
 	// ErrInvalidArgument means New was given an argument or option that it
 	// cannot accept. Nothing was written to S3.
@@ -82,8 +88,9 @@ type LockedError struct {
 	// hold can be judged expired if it is not renewed or released first
 	// (0 when unknown or already due).
 	RetryAfter time.Duration
-	// Invalid is the reason the lock object could not be parsed, when it
-	// could not; nil for a normal hold.
+	// Invalid tells why the lock object is not a record this version
+	// accepts, when it is not (it matches [ErrInvalidLockObject]); nil for
+	// a normal hold.
 	Invalid error
 }
 
@@ -115,18 +122,3 @@ func (e *LockedError) Unwrap() []error {
 	}
 	return []error{ErrLocked}
 }
-
-// InvalidLockObjectError tells why the object at a lock key is not a usable
-// s3lock record. It unwraps to [ErrInvalidLockObject].
-type InvalidLockObjectError struct {
-	Key    string
-	Reason string
-}
-
-// Error implements error.
-func (e *InvalidLockObjectError) Error() string {
-	return fmt.Sprintf("s3lock: invalid lock object %q: %s", e.Key, e.Reason)
-}
-
-// Unwrap returns ErrInvalidLockObject.
-func (e *InvalidLockObjectError) Unwrap() error { return ErrInvalidLockObject }

@@ -4,13 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 )
-
-// ErrChanged means the lock object was not what the caller last saw: its
-// ETag differs, so ForceUnlock did not touch it.
-var ErrChanged = errors.New("s3lock: lock object changed since it was inspected")
 
 // LockStatus describes a lock object as S3 returned it.
 type LockStatus struct {
@@ -127,21 +122,11 @@ func ForceUnlock(ctx context.Context, client S3API, bucket, key, etag string) (*
 	return nil, err
 }
 
+// inspector is the lease manager Inspect and ForceUnlock read and write
+// through: default options, no owner.
 func inspector(client S3API, bucket, key string) (*leaseManager, error) {
-	if client == nil {
-		return nil, fmt.Errorf("%w: nil S3 client", ErrInvalidArgument)
-	}
-	if err := validateBucket(bucket); err != nil {
-		return nil, err
-	}
-	if err := validateKey(key); err != nil {
-		return nil, err
-	}
-	return &leaseManager{
-		client: client, bucket: bucket, key: key, ttl: DefaultTTL,
-		margin: DefaultExpiryMargin, clock: systemClock{}, log: slog.New(slog.DiscardHandler),
-		resolveTimeout: DefaultReleaseTimeout,
-	}, nil
+	o := defaultOptions()
+	return newLeaseManager(client, bucket, key, &o)
 }
 
 func (lm *leaseManager) status(s *snapshot) *LockStatus {

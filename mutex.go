@@ -35,15 +35,6 @@ type Mutex struct {
 // arguments and makes no S3 request. On failure it returns an error that
 // matches [ErrInvalidArgument].
 func New(client S3API, bucket, key string, opts ...Option) (*Mutex, error) {
-	if client == nil {
-		return nil, fmt.Errorf("%w: nil S3 client", ErrInvalidArgument)
-	}
-	if err := validateBucket(bucket); err != nil {
-		return nil, err
-	}
-	if err := validateKey(key); err != nil {
-		return nil, err
-	}
 	o := defaultOptions()
 	for _, opt := range opts {
 		if opt == nil {
@@ -60,22 +51,11 @@ func New(client S3API, bucket, key string, opts ...Option) (*Mutex, error) {
 	if o.owner == "" {
 		o.owner = defaultOwner()
 	}
-	return &Mutex{
-		lm: &leaseManager{
-			client: o.client(client),
-			bucket: bucket,
-			key:    key,
-			owner:  o.owner,
-			ttl:    o.ttl,
-			margin: o.expiryMargin,
-			clock:  o.clock,
-			log:    o.logger,
-
-			resolveTimeout: o.releaseTimeout,
-		},
-		opts: o,
-		turn: make(chan struct{}, 1),
-	}, nil
+	lm, err := newLeaseManager(client, bucket, key, &o)
+	if err != nil {
+		return nil, err
+	}
+	return &Mutex{lm: lm, opts: o, turn: make(chan struct{}, 1)}, nil
 }
 
 func validateBucket(bucket string) error {
@@ -139,7 +119,7 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 		<-m.turn
 		return err
 	}
-	l, err := m.lm.acquire(ctx, nil)
+	l, _, err := m.lm.acquire(ctx, nil)
 	if err != nil {
 		<-m.turn
 		return err
@@ -205,42 +185,49 @@ func (m *Mutex) wait(ctx context.Context) (*lease, error) {
 		if ctx.Err() != nil {
 			return nil, m.gaveUp(ctx, err)
 		}
-		l, aerr := m.lm.acquire(ctx, w)
-		if aerr == nil {
+		l, yielded, aerr := m.lm.acquire(ctx, w)
+		switch {
+		case l != nil:
 			failing.recovered(m.lm.log, m.lm.key)
 			return l, nil
-		}
-		if ctx.Err() != nil {
+		case ctx.Err() != nil:
 			// An attempt ctx cut short says less than the one before.
 			if err == nil {
 				err = aerr
 			}
 			return nil, m.gaveUp(ctx, err)
+		case aerr != nil:
+			err = aerr
 		}
-		err = aerr
-		if isPermanent(err) {
-			return nil, err
-		}
-		var df *deferral
 		var le *LockedError
-		deferred := errors.As(err, &df)
-		locked := !deferred && errors.As(err, &le)
-		if deferred || locked {
+		locked := errors.As(aerr, &le)
+		switch {
+		case yielded || locked:
 			failing.recovered(m.lm.log, m.lm.key)
-		} else if d := failing.failed(m.lm.log, m.lm.key, err); m.opts.failureTimeout > 0 && d >= m.opts.failureTimeout {
-			return nil, fmt.Errorf("s3lock: Lock %s: gave up after S3 failed for %v without a break: %w", m.lm.name(), d.Round(time.Millisecond), err)
+		case isPermanent(err):
+			return nil, err
+		default:
+			if d := failing.failed(m.lm.log, m.lm.key, err); m.opts.failureTimeout > 0 && d >= m.opts.failureTimeout {
+				return nil, fmt.Errorf("s3lock: Lock %s: gave up after S3 failed for %v without a break: %w", m.lm.name(), d.Round(time.Millisecond), err)
+			}
 		}
 		next := b.NextBackOff()
 		if next == backoff.Stop {
-			if deferred && !w.force {
+			if yielded && !w.force {
 				// The lock is free: take it rather than give up.
 				w.force = true
 				continue
 			}
+			if err == nil {
+				err = &LockedError{Key: m.lm.key}
+			}
 			return nil, err
 		}
+		if m.opts.retrySet {
+			next = min(next, m.opts.retryInterval)
+		}
 		switch {
-		case deferred:
+		case yielded:
 			next = w.pollIn(next)
 		case locked:
 			next = w.pollIn(next)
@@ -262,8 +249,7 @@ func (m *Mutex) wait(ctx context.Context) (*lease, error) {
 // *LockedError naming the holder (so also ErrLocked), or the S3 failure
 // (matching ErrUnavailable when S3 could not be reached).
 func (m *Mutex) gaveUp(ctx context.Context, last error) error {
-	var df *deferral
-	if last == nil || errors.As(last, &df) {
+	if last == nil {
 		return fmt.Errorf("s3lock: Lock %s: %w", m.lm.name(), ctx.Err())
 	}
 	return fmt.Errorf("s3lock: Lock %s: %w (last attempt: %w)", m.lm.name(), ctx.Err(), last)
@@ -387,9 +373,6 @@ func (m *Mutex) Context() context.Context {
 	}
 	return m.hold.ctx
 }
-
-// Done is shorthand for m.Context().Done().
-func (m *Mutex) Done() <-chan struct{} { return m.Context().Done() }
 
 // SafeUntil returns the time (on this process's monotonic clock) up to
 // which the current hold is safe: the start of its last successful write

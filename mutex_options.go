@@ -93,7 +93,8 @@ func WithOwner(owner string) Option {
 // WithRetryInterval sets the longest Lock waits between two polls of a
 // lock held by someone else (it polls faster when its turn is near, see
 // [Mutex.Lock]). Each poll is one GET; the lock is written only when a
-// poll finds it free or expired. It cannot be combined with WithBackoff.
+// poll finds it free or expired. With [WithBackoff] it caps the backoff's
+// pauses.
 // The default is [DefaultRetryInterval].
 func WithRetryInterval(d time.Duration) Option {
 	return func(o *options) { o.retryInterval = d; o.retrySet = true }
@@ -103,8 +104,9 @@ func WithRetryInterval(d time.Duration) Option {
 // backoff.NewExponentialBackOff() for exponential waits with jitter). b is
 // Reset at the start of every Lock. When b returns backoff.Stop, Lock gives
 // up and returns the last *LockedError. Lock calls on one Mutex never use b
-// concurrently, but b must not be shared between Mutex values. It cannot be
-// combined with WithRetryInterval.
+// concurrently, but b must not be shared between Mutex values. Lock still
+// polls faster when its turn is near, and [WithRetryInterval], when given
+// too, caps every pause.
 // The default is a constant [DefaultRetryInterval].
 func WithBackoff(b backoff.BackOff) Option {
 	return func(o *options) { o.backoff, o.backoffSet = b, true }
@@ -237,8 +239,6 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: owner must be at most 256 bytes, got %d", ErrInvalidArgument, len(o.owner))
 	case o.backoffSet && o.backoff == nil:
 		return fmt.Errorf("%w: nil backoff", ErrInvalidArgument)
-	case o.retrySet && o.backoffSet:
-		return fmt.Errorf("%w: WithRetryInterval and WithBackoff cannot be combined", ErrInvalidArgument)
 	case o.retryInterval <= 0:
 		return fmt.Errorf("%w: retry interval must be positive, got %v", ErrInvalidArgument, o.retryInterval)
 	case o.logger == nil:

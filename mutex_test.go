@@ -544,7 +544,7 @@ func TestInvalidLockObjects(t *testing.T) {
 		{"corrupt", []byte("{not json")},
 		{"foreign JSON", []byte(`{"owner":"someone","expires":"2030-01-01T00:00:00Z"}`)},
 		{"newer schema", []byte(`{"s3lock":2,"state":"held","owner":"x","nonce":"n","generation":3,"ttl_ms":1000,"written_at":"2026-01-01T00:00:00Z"}`)},
-		{"oversized", bytes.Repeat([]byte("x"), s3lock.MaxRecordSize+100)},
+		{"oversized", bytes.Repeat([]byte("x"), 4096+100)}, // the largest record is 4 KiB
 		{"empty", []byte{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -559,9 +559,8 @@ func TestInvalidLockObjects(t *testing.T) {
 			if !errors.Is(err, s3lock.ErrInvalidLockObject) || le.Invalid == nil {
 				t.Fatalf("TryLock() = %v; want it to match ErrInvalidLockObject too", err)
 			}
-			var ie *s3lock.InvalidLockObjectError
-			if !errors.As(err, &ie) || ie.Key != "locks/invalid" {
-				t.Errorf("errors.As(*InvalidLockObjectError) = %v, %+v", errors.As(err, &ie), ie)
+			if !errors.Is(le.Invalid, s3lock.ErrInvalidLockObject) || le.Key != "locks/invalid" {
+				t.Errorf("LockedError = %+v; want Key locks/invalid and Invalid matching ErrInvalidLockObject", le)
 			}
 			// Lock takes it over, but only once S3 shows it older than the TTL.
 			start := time.Now()
@@ -616,7 +615,6 @@ func TestNewValidates(t *testing.T) {
 		{"negative TTL", c, "b", "k", []s3lock.Option{s3lock.WithTTL(-time.Second)}},
 		{"empty owner", c, "b", "k", []s3lock.Option{s3lock.WithOwner("")}},
 		{"zero retry interval", c, "b", "k", []s3lock.Option{s3lock.WithRetryInterval(0)}},
-		{"retry interval and backoff", c, "b", "k", []s3lock.Option{s3lock.WithRetryInterval(time.Second), s3lock.WithBackoff(backoff.NewConstantBackOff(time.Second))}},
 		{"nil backoff", c, "b", "k", []s3lock.Option{s3lock.WithBackoff(nil)}},
 		{"renew too slow for TTL", c, "b", "k", []s3lock.Option{s3lock.WithTTL(3 * time.Second), s3lock.WithAutoRenew(2 * time.Second)}},
 		{"nil logger", c, "b", "k", []s3lock.Option{s3lock.WithLogger(nil)}},
@@ -651,4 +649,31 @@ func TestLocker(t *testing.T) {
 		}
 	}()
 	l.Unlock()
+}
+
+// TestRetryIntervalCapsBackoff: WithRetryInterval and WithBackoff combine,
+// the interval capping the backoff's pauses: with a backoff that would
+// wait an hour, Lock still sees the release within its context's limit.
+func TestRetryIntervalCapsBackoff(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	holder := newMutex(t, srv, "locks/capped")
+	if err := holder.TryLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := newMutex(t, srv, "locks/capped", s3lock.WithRetryInterval(50*time.Millisecond), s3lock.WithBackoff(backoff.NewConstantBackOff(time.Hour)))
+	done := make(chan error, 1)
+	lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	go func() { done <- m.Lock(lctx) }()
+	time.Sleep(200 * time.Millisecond) // m is waiting
+	if err := holder.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Lock() with an hour-long backoff capped at 50ms = %v; want the lock", err)
+	}
+	if err := m.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

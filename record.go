@@ -9,10 +9,10 @@ import (
 	"time"
 )
 
-// MaxRecordSize is the largest lock object s3lock will read. A larger object
+// maxRecordSize is the largest lock object s3lock will read. A larger object
 // is not an s3lock record: it counts as held and is reported as
 // [ErrInvalidLockObject].
-const MaxRecordSize = 4096
+const maxRecordSize = 4096
 
 // recordSchema is the value of the "s3lock" field in every record this
 // version writes; records of any other schema are treated as foreign.
@@ -76,8 +76,8 @@ func encodeRecord(r *record) []byte {
 // Fields it does not know are ignored (see docs/record-format.md for the
 // compatibility rules).
 func decodeRecord(body []byte) (*record, error) {
-	if len(body) > MaxRecordSize {
-		return nil, fmt.Errorf("object larger than %d bytes", MaxRecordSize)
+	if len(body) > maxRecordSize {
+		return nil, fmt.Errorf("object larger than %d bytes", maxRecordSize)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	// The hint fields are decoded on their own: one that does not parse
@@ -142,7 +142,7 @@ func salvageRecord(body []byte) salvage {
 		TTLMillis  *int64  `json:"ttl_ms"`
 	}
 	var sv salvage
-	if len(body) > MaxRecordSize || json.Unmarshal(body, &v) != nil {
+	if len(body) > maxRecordSize || json.Unmarshal(body, &v) != nil {
 		return sv
 	}
 	if v.Generation != nil {

@@ -23,7 +23,7 @@ func sameRecord(a, b *record) bool {
 }
 
 // FuzzDecodeRecord: decodeRecord never panics, rejects bodies larger than
-// MaxRecordSize, accepts only records that satisfy the record invariants,
+// maxRecordSize, accepts only records that satisfy the record invariants,
 // and every record it accepts survives its own encoding unchanged.
 func FuzzDecodeRecord(f *testing.F) {
 	t0 := time.Date(2025, 6, 1, 12, 0, 0, 123456789, time.UTC)
@@ -48,7 +48,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	f.Add(bytes.Repeat([]byte(" "), MaxRecordSize+1))
+	f.Add(bytes.Repeat([]byte(" "), maxRecordSize+1))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r, err := decodeRecord(body)
 		if err != nil {
@@ -57,8 +57,8 @@ func FuzzDecodeRecord(f *testing.F) {
 			}
 			return
 		}
-		if len(body) > MaxRecordSize {
-			t.Fatalf("decodeRecord() accepted %d bytes; want refusal above MaxRecordSize (%d)", len(body), MaxRecordSize)
+		if len(body) > maxRecordSize {
+			t.Fatalf("decodeRecord() accepted %d bytes; want refusal above maxRecordSize (%d)", len(body), maxRecordSize)
 		}
 		switch {
 		case r.Schema != recordSchema, r.State != stateHeld && r.State != stateFree, r.Nonce == "",
@@ -66,11 +66,11 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("decodeRecord() accepted a record breaking the invariants: %+v", r)
 		}
 		enc := encodeRecord(r)
-		if len(enc) > MaxRecordSize {
+		if len(enc) > maxRecordSize {
 			// Only records with fields larger than s3lock ever writes
 			// (JSON escaping can grow a string sixfold) get here.
 			if len(r.Owner) <= 256 && len(r.Nonce) <= 64 {
-				t.Fatalf("a record with a %d-byte owner and a %d-byte nonce encodes to %d bytes, more than MaxRecordSize", len(r.Owner), len(r.Nonce), len(enc))
+				t.Fatalf("a record with a %d-byte owner and a %d-byte nonce encodes to %d bytes, more than maxRecordSize", len(r.Owner), len(r.Nonce), len(enc))
 			}
 			return
 		}

@@ -351,7 +351,7 @@ func TestUnlockAfterLostLease(t *testing.T) {
 			}
 			fa.Partition(time.Hour)
 			select {
-			case <-a.Done():
+			case <-a.Context().Done():
 			case <-time.After(30 * time.Second):
 				t.Fatal("hold not lost 30s into the partition")
 			}
@@ -430,7 +430,7 @@ func TestRenewalFindsForeignRecord(t *testing.T) {
 			tokA := a.Token()
 			c := tt.steal(t, srv, key)
 			select {
-			case <-a.Done():
+			case <-a.Context().Done():
 			case <-time.After(renewTTL):
 				t.Fatalf("hold not cancelled within one TTL of the lock object changing")
 			}

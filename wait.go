@@ -1,6 +1,7 @@
 package s3lock
 
 import (
+	"context"
 	"time"
 )
 
@@ -485,8 +486,14 @@ func (w *waiter) nearEnd() time.Duration {
 	return max(fast, min(-left/2, period/4))
 }
 
-// deferral is what acquire returns to Lock when it leaves a free lock to an
-// older waiter: poll again after pollIn.
-type deferral struct{}
-
-func (*deferral) Error() string { return "s3lock: leaving the free lock to an earlier waiter" }
+// reserve writes w's reservation of the next turn into the held record in
+// s: the same record with Next and NextWaited set, under If-Match, so it
+// lands only over the version w judged. Its outcome needs no resolving:
+// the next poll shows whether the record names w.
+func (lm *leaseManager) reserve(ctx context.Context, s *snapshot, w *waiter) {
+	rec := *s.rec
+	rec.Next, rec.NextWaited = w.id, w.age(rec.Generation)
+	if _, f, _ := lm.put(ctx, &rec, condition{etag: s.etag}); f == failNone {
+		w.reserved, w.rank = true, 0
+	}
+}

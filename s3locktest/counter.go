@@ -13,19 +13,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
-// CounterAPI is what a Counter needs of an S3 client; *s3.Client has it.
-type CounterAPI interface {
-	GetObject(ctx context.Context, params *s3.GetObjectInput, optFns ...func(*s3.Options)) (*s3.GetObjectOutput, error)
-	PutObject(ctx context.Context, params *s3.PutObjectInput, optFns ...func(*s3.Options)) (*s3.PutObjectOutput, error)
-}
-
 // Counter is an integer kept as decimal text in one S3 object and changed
 // with a plain GET then PUT. That read-modify-write is deliberately not
 // atomic: increments from concurrent writers get lost unless a lock keeps
 // them apart, which makes it the standard witness for lock tests (the final
 // value equals the number of critical sections only if none overlapped).
 type Counter struct {
-	Client CounterAPI
+	Client *s3.Client
 	Bucket string
 	Key    string
 }
