@@ -27,15 +27,18 @@ const maxOrphans = 16
 // orphan is a held record of ours that no lease holds: nonce is its nonce.
 // Either it landed (a lease's last record, in S3 while the object has the
 // ETag in cond), or it is a write whose outcome is unknown, made under
-// cond and first sent at start. Such a record can be in S3, or land there
-// later, only while the object carries its nonce or still satisfies cond;
-// any other read proves it gone for good, since ETags never repeat (every
-// body has a fresh nonce).
+// cond (a claim, or a lease's renewal). Such a record can be in S3, or land
+// there later, only while the object carries its nonce or still satisfies
+// cond; any other read proves it gone for good, since ETags never repeat
+// (every body has a fresh nonce).
 type orphan struct {
-	nonce  string
-	cond   condition
-	landed bool
-	start  instant // of the first write with this nonce (unknown writes)
+	nonce string
+	cond  condition
+	// claim marks an unknown claim, first sent at start: the only kind
+	// whose nonce a later claim under the same condition may reuse, as
+	// both records would be the same grant (same generation).
+	claim bool
+	start instant
 }
 
 // judge decides whether s may be claimed. It returns nil when it may (no
@@ -93,15 +96,16 @@ func (lm *leaseManager) isOrphan(nonce string) bool {
 
 // orphanNonce returns the nonce of an unresolved write of ours made under
 // cond and when the first write with it was sent, or a fresh nonce and a
-// zero instant. Of all writes under one condition at most one can land,
+// zero instant. Of all claims under one condition at most one can land,
 // so they may share a nonce: that keeps one orphan per condition. A
-// record that landed never lends its nonce: a write over it must be told
-// apart from it, by a read-back and by contenders' expiry watch.
+// record that landed, or a renewal, never lends its nonce: a claim over
+// it writes another generation, and must be told apart from it by a
+// read-back and by contenders' expiry watch.
 func (lm *leaseManager) orphanNonce(cond condition) (string, instant) {
 	lm.mu.Lock()
 	defer lm.mu.Unlock()
 	for _, o := range lm.orphans {
-		if o.cond == cond && !o.landed {
+		if o.cond == cond && o.claim {
 			return o.nonce, o.start
 		}
 	}
@@ -244,14 +248,14 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (
 	// that had been applied. 409s, transport errors, 5xx, cancellation: the
 	// write may or may not have been applied. Until a read settles it, the
 	// record is an orphan: ours to take back if it turns up.
-	lm.addOrphans(orphan{nonce: rec.Nonce, cond: cond, start: first})
+	lm.addOrphans(orphan{nonce: rec.Nonce, cond: cond, claim: true, start: first})
 	rctx, cancel := resolveContext(ctx, lm.resolveTimeout)
 	defer cancel()
 	now2, rerr := lm.read(rctx)
 	if rerr != nil {
 		return nil, nil, errors.Join(err, rerr)
 	}
-	if now2.rec != nil && now2.rec.Nonce == rec.Nonce {
+	if now2.rec != nil && now2.rec.Nonce == rec.Nonce && now2.rec.held() && now2.rec.Generation == rec.Generation {
 		// Which of the writes with this nonce landed is unknown: count
 		// the lease from the first.
 		lm.log.Warn("s3lock: a write reported as failed had been applied; the lock is ours", "key", lm.key, "error", err)

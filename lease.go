@@ -189,7 +189,11 @@ func (l *lease) safeUntil() time.Time {
 // its deadline passes without a successful renewal. It uses one timer.
 func (l *lease) renewLoop(interval time.Duration) {
 	defer close(l.renewerEnd)
-	timer := time.NewTimer(interval)
+	// The timer wakes at least every suspendCheck, so a resume from a
+	// suspend longer than the lease ends the hold within that long; it
+	// renews only once due.
+	due := time.Now().Add(interval)
+	timer := time.NewTimer(min(interval, suspendCheck))
 	defer timer.Stop()
 	var failing failureRun
 	for {
@@ -203,6 +207,10 @@ func (l *lease) renewLoop(interval time.Duration) {
 			l.lm.log.Warn("s3lock: lease expired before it could be renewed", "key", l.lm.key)
 			l.cancel(ErrLeaseLost)
 			return
+		}
+		if wait := time.Until(due); wait > 0 {
+			timer.Reset(min(wait, suspendCheck))
+			continue
 		}
 		rctx, cancel := context.WithDeadline(l.stopCtx, deadline)
 		err := l.renew(rctx)
@@ -220,7 +228,8 @@ func (l *lease) renewLoop(interval time.Duration) {
 		if left := time.Until(l.safeUntil()); left < wait {
 			wait = max(left, 0)
 		}
-		timer.Reset(wait)
+		due = time.Now().Add(wait)
+		timer.Reset(min(wait, suspendCheck))
 	}
 }
 
@@ -236,13 +245,15 @@ type renewal struct {
 // moment before the request. On ErrLeaseLost the lease's context has been
 // cancelled.
 func (l *lease) renew(ctx context.Context) error {
-	again, err := l.renewOnce(ctx)
-	if again {
+	for range maxWriteAttempts {
+		again, err := l.renewOnce(ctx)
+		if !again {
+			return err
+		}
 		// A waiter had reserved the next turn in our record, which our
 		// write was not conditioned on: renew over its version.
-		_, err = l.renewOnce(ctx)
 	}
-	return err
+	return fmt.Errorf("s3lock: renewing %s: the record kept changing under reservations (%d attempts)", l.lm.name(), maxWriteAttempts)
 }
 
 // renewOnce makes one renewal write. again reports that it found our
@@ -417,9 +428,9 @@ func (l *lease) release(ctx context.Context) (*snapshot, error) {
 // may have left need no such care: a free record is anyone's to take.
 func (l *lease) orphan() {
 	l.mu.Lock()
-	os := []orphan{{nonce: l.rec.Nonce, cond: condition{etag: l.etag}, landed: true}}
+	os := []orphan{{nonce: l.rec.Nonce, cond: condition{etag: l.etag}}}
 	if p := l.pending; p.nonce != "" {
-		os = append(os, orphan{nonce: p.nonce, cond: condition{etag: p.etag}, start: p.start})
+		os = append(os, orphan{nonce: p.nonce, cond: condition{etag: p.etag}})
 	}
 	l.mu.Unlock()
 	l.lm.addOrphans(os...)
@@ -435,5 +446,5 @@ func (l *lease) orphan() {
 func (l *lease) landed(s *snapshot) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return s.rec != nil && s.rec.Generation > l.rec.Generation && s.seenAt.Before(l.deadline)
+	return s.rec != nil && s.rec.Generation > l.rec.Generation && s.seenAt.Before(l.deadline.Add(-l.from.suspendedSince()))
 }

@@ -77,7 +77,7 @@ func (lm *leaseManager) read(ctx context.Context) (*snapshot, error) {
 	defer out.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(out.Body, maxRecordSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("s3lock: reading %s: %w", lm.name(), err)
+		return nil, fmt.Errorf("s3lock: reading %s: %w: %w", lm.name(), ErrUnavailable, err)
 	}
 	s := &snapshot{
 		exists:       true,
@@ -148,7 +148,7 @@ func (lm *leaseManager) put(ctx context.Context, rec *record, cond condition, op
 		// Some stores omit the ETag; learn it by reading our record back.
 		s, rerr := lm.read(ctx)
 		if rerr != nil || s.rec == nil || s.rec.Nonce != rec.Nonce {
-			return "", failTransient, fmt.Errorf("s3lock: writing %s: the store returned no ETag and the record could not be read back: %w", lm.name(), errors.Join(rerr, errNoETag))
+			return "", failTransient, fmt.Errorf("s3lock: writing %s: the store returned no ETag and the record could not be read back: %w", lm.name(), errors.Join(rerr, ErrUnavailable, errNoETag))
 		}
 		etag = s.etag
 	}

@@ -136,22 +136,26 @@ type salvage struct {
 }
 
 // salvageRecord reads what it can of an object decodeRecord refused.
+// Each field is read on its own, so one of another type does not hide the
+// other.
 func salvageRecord(body []byte) salvage {
-	var v struct {
-		Generation *uint64 `json:"generation"`
-		TTLMillis  *int64  `json:"ttl_ms"`
+	var raw struct {
+		Generation json.RawMessage `json:"generation"`
+		TTLMillis  json.RawMessage `json:"ttl_ms"`
 	}
 	var sv salvage
-	if len(body) > maxRecordSize || json.Unmarshal(body, &v) != nil {
+	if len(body) > maxRecordSize || json.Unmarshal(body, &raw) != nil {
 		return sv
 	}
-	if v.Generation != nil {
-		sv.generation, sv.hasGen = *v.Generation, true
+	var gen uint64
+	if len(raw.Generation) > 0 && json.Unmarshal(raw.Generation, &gen) == nil {
+		sv.generation, sv.hasGen = gen, true
 	}
-	if v.TTLMillis != nil && *v.TTLMillis > 0 {
+	var ms int64
+	if len(raw.TTLMillis) > 0 && json.Unmarshal(raw.TTLMillis, &ms) == nil && ms > 0 {
 		sv.ttl = maxTTL
-		if *v.TTLMillis < maxTTL.Milliseconds() {
-			sv.ttl = time.Duration(*v.TTLMillis) * time.Millisecond
+		if ms < maxTTL.Milliseconds() {
+			sv.ttl = time.Duration(ms) * time.Millisecond
 		}
 	}
 	return sv

@@ -1,6 +1,9 @@
 package s3lock
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // suspendCheck is how often a hold without renewal checks whether its
 // lease has run out, so that a resume from suspend ends it within this
@@ -32,6 +35,15 @@ func (i instant) suspendedSince() time.Duration {
 	return max((b-i.boot)-time.Since(i.mono), 0)
 }
 
-// bootClock reads the boot clock; it is a variable so tests can simulate
+// bootClock reads the boot clock (0 where there is none), plus bootSkew.
+func bootClock() time.Duration {
+	b := readBootClock()
+	if b == 0 {
+		return 0
+	}
+	return b + time.Duration(bootSkew.Load())
+}
+
+// bootSkew is added to every boot clock reading: tests set it to simulate
 // a suspend.
-var bootClock = readBootClock
+var bootSkew atomic.Int64
