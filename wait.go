@@ -21,11 +21,18 @@ import (
 // starvation). A Mutex that releases after waiting is the youngest waiter
 // of the next round, so it does not take the lock straight back.
 //
-// The waiter next in line polls faster while the hold it waits for is
-// young (at most maxFastPolls times per hold), and the one after it polls
-// about twice per grant, so hand-offs take a fraction of a round trip
-// more than the writes themselves. Nobody ever sleeps longer than one
-// retry interval between polls.
+// Polls are paced to the hand-offs (pollIn). Every poll that sees the
+// generation change feeds the grant period, and the start of the hold it
+// found is known to within the gap since the poll before. The waiter next
+// in line, and the one after it, halve the time to the expected end of the
+// current hold (its start plus this Mutex's own holds, or the grant period
+// less a hand-off), poll fast (half a round trip apart) around it, and back
+// off by half the overdue time after it, at most a quarter of the grant
+// period. Waiters further back look again when they expect to be second in
+// line. Without an estimate a waiter doubles its pause from a fast poll. So
+// hand-offs take a fraction of a round trip more than the writes
+// themselves, and nobody sleeps longer than one retry interval between
+// polls.
 //
 // That queue needs no writes, but it cannot see a waiter that polls less
 // often than the lock changes hands: a Mutex that unlocks and locks again
@@ -50,11 +57,18 @@ import (
 // holder's nonce, and the monotonic expiry watch is keyed by nonce, so
 // it does not delay the takeover of a dead holder's hold on that rule;
 // by S3's clock it can, by at most one TTL + margin after the last
-// reservation. A wrong or hostile Waited
-// only makes waiters poll at a different pace or leave a free lock alone
-// for at most maxDeferRank units of a few round trips (and not at all
-// once the free record is staleFree old), polling no less than once per
-// retry interval.
+// reservation. A wrong or hostile Waited only makes waiters poll at a
+// different pace or leave a free lock alone for at most maxDeferRank units
+// of a few round trips (and not at all once the free record is staleFree
+// old), polling no less than once per retry interval; a wrong or hostile
+// Next keeps a free lock from the others for reservationTTL at most.
+//
+// Where the turn-taking stops: TryLock ignores reservations; goroutines
+// sharing one Mutex queue in memory first, so each also waits out the S3
+// waits of the goroutines ahead of it; and a Mutex that locks again at
+// once after a critical section shorter than a round trip holds the lock
+// so briefly that waiters seldom see it held, so it can take up to
+// warmStreakLimit grants in a row before it reads first.
 
 // warmStreakLimit bounds how many times in a row Lock re-acquires with a
 // single If-Match PUT over the free record its Mutex just wrote, without
