@@ -3,11 +3,7 @@ package s3lock_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"testing"
 	"time"
 
@@ -23,23 +19,14 @@ import (
 // returns a client for the proxy.
 func frontStore(t *testing.T, srv *s3locktest.Server, status int, code string, refuse func(*http.Request) bool) *s3.Client {
 	t.Helper()
-	target, err := url.Parse(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.Transport = srv.HTTPClient().Transport
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	front := s3locktest.Proxy(t, srv.URL(), func(w http.ResponseWriter, r *http.Request) bool {
 		if refuse(r) {
-			w.Header().Set("Content-Type", "application/xml")
-			w.WriteHeader(status)
-			fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>refused by test store</Message></Error>`, code)
-			return
+			s3locktest.WriteError(w, status, code, "refused by test store")
+			return true
 		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(front.Close)
-	return srv.Client(func(o *s3.Options) { o.BaseEndpoint = aws.String(front.URL) })
+		return false
+	})
+	return srv.Client(func(o *s3.Options) { o.BaseEndpoint = aws.String(front) })
 }
 
 func TestStoreErrors(t *testing.T) {
