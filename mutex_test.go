@@ -166,11 +166,6 @@ func TestCounterHammer(t *testing.T) {
 	}
 }
 
-// skewedClock is a client whose wall clock is off by a fixed amount.
-type skewedClock time.Duration
-
-func (c skewedClock) Now() time.Time { return time.Now().Add(time.Duration(c)) }
-
 // TestExpiryTakeover: a hold that is never unlocked blocks others for its
 // TTL and is taken over after it, never before, whatever the clients'
 // wall clocks say.
@@ -191,9 +186,9 @@ func TestExpiryTakeover(t *testing.T) {
 			srv := s3locktest.New(t)
 			ctx := context.Background()
 			key := "locks/expiry"
-			holder := newMutex(t, srv, key, s3lock.WithTTL(ttl), s3lock.WithOwner("holder"), s3lock.WithClock(skewedClock(tc.holderSkew)))
+			holder := newMutex(t, srv, key, s3lock.WithTTL(ttl), s3lock.WithOwner("holder"), s3lock.WithClock(s3locktest.SkewedClock{Skew: tc.holderSkew}))
 			cont := newMutex(t, srv, key, s3lock.WithTTL(ttl), s3lock.WithOwner("contender"),
-				s3lock.WithClock(skewedClock(tc.contSk)), s3lock.WithRetryInterval(50*time.Millisecond))
+				s3lock.WithClock(s3locktest.SkewedClock{Skew: tc.contSk}), s3lock.WithRetryInterval(50*time.Millisecond))
 			if err := holder.TryLock(ctx); err != nil {
 				t.Fatalf("holder.TryLock() = %v", err)
 			}
@@ -253,8 +248,6 @@ func (d *dropOnce) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-func isPut(r *http.Request) bool { return r.Method == http.MethodPut }
-
 // TestLostAcquireResponse: the acquire PUT is applied but its response is
 // lost. With SDK retries the retry sees 412 for our own write; without,
 // the call fails outright. Either way TryLock must report the truth: nil.
@@ -272,7 +265,7 @@ func TestLostAcquireResponse(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := s3locktest.New(t)
 			ctx := context.Background()
-			drop := &dropOnce{next: srv.HTTPClient().Transport, match: isPut}
+			drop := &dropOnce{next: srv.HTTPClient().Transport, match: s3locktest.IsMethod(http.MethodPut)}
 			client := srv.Client(func(o *s3.Options) {
 				o.HTTPClient = &http.Client{Transport: drop}
 				o.RetryMaxAttempts = tc.attempts
@@ -319,7 +312,7 @@ func TestLostAcquireResponse(t *testing.T) {
 func TestLostReleaseResponse(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
-	drop := &dropOnce{next: srv.HTTPClient().Transport, match: isPut}
+	drop := &dropOnce{next: srv.HTTPClient().Transport, match: s3locktest.IsMethod(http.MethodPut)}
 	client := srv.Client(func(o *s3.Options) { o.HTTPClient = &http.Client{Transport: drop} })
 	m, err := s3lock.New(client, srv.Bucket(), "locks/lost-release")
 	if err != nil {

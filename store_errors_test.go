@@ -30,9 +30,6 @@ func frontStore(t *testing.T, srv *s3locktest.Server, status int, code string, r
 }
 
 func TestStoreErrors(t *testing.T) {
-	conditionalPut := func(r *http.Request) bool {
-		return r.Method == http.MethodPut && (r.Header.Get("If-None-Match") != "" || r.Header.Get("If-Match") != "")
-	}
 	all := func(*http.Request) bool { return true }
 	for _, tc := range []struct {
 		name   string
@@ -41,9 +38,9 @@ func TestStoreErrors(t *testing.T) {
 		refuse func(*http.Request) bool
 		want   error
 	}{
-		{"conditional writes not implemented", http.StatusNotImplemented, "NotImplemented", conditionalPut, s3lock.ErrConditionalWritesUnsupported},
+		{"conditional writes not implemented", http.StatusNotImplemented, "NotImplemented", s3locktest.IsConditionalWrite, s3lock.ErrConditionalWritesUnsupported},
 		{"access denied", http.StatusForbidden, "AccessDenied", all, s3lock.ErrAccessDenied},
-		{"access denied on write only", http.StatusForbidden, "AccessDenied", conditionalPut, s3lock.ErrAccessDenied},
+		{"access denied on write only", http.StatusForbidden, "AccessDenied", s3locktest.IsConditionalWrite, s3lock.ErrAccessDenied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := s3locktest.New(t)
