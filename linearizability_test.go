@@ -196,11 +196,8 @@ func linRecord(t *testing.T, client func(optFns ...func(*s3.Options)) *s3.Client
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for c := range clients {
-		m, err := s3lock.New(client(), bucket, key, s3lock.WithOwner(linOwner(c)),
+		m := newMutex(t, client(), bucket, key, s3lock.WithOwner(linOwner(c)),
 			s3lock.WithTTL(10*time.Minute), s3lock.WithRetryInterval(5*time.Millisecond), s3lock.WithLogger(rec.logger(c)))
-		if err != nil {
-			t.Fatalf("New() = %v", err)
-		}
 		inspector := client()
 		rng := rand.New(rand.NewPCG(uint64(c), 42))
 		wg.Add(1)

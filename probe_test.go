@@ -330,7 +330,7 @@ func TestWithProbe(t *testing.T) {
 	t.Run("store ignoring conditions", func(t *testing.T) {
 		srv := s3locktest.New(t)
 		srv.SetFaults(s3locktest.NewFaults(1, s3locktest.FaultConfig{IgnoreConditions: true}))
-		a := newMutex(t, srv, "locks/probe", s3lock.WithProbe())
+		a := newMutex(t, srv.Client(), srv.Bucket(), "locks/probe", s3lock.WithProbe())
 		if err := a.TryLock(ctx); !errors.Is(err, s3lock.ErrConditionalWritesUnsupported) {
 			t.Fatalf("TryLock() = %v; want ErrConditionalWritesUnsupported", err)
 		}
@@ -345,7 +345,7 @@ func TestWithProbe(t *testing.T) {
 	})
 	t.Run("honest store", func(t *testing.T) {
 		srv := s3locktest.New(t)
-		m := newMutex(t, srv, "locks/probe", s3lock.WithProbe())
+		m := newMutex(t, srv.Client(), srv.Bucket(), "locks/probe", s3lock.WithProbe())
 		before := srv.Stats().Snapshot()
 		if err := m.TryLock(ctx); err != nil {
 			t.Fatalf("TryLock() = %v", err)

@@ -45,11 +45,8 @@ func TestStoreErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := s3locktest.New(t)
 			client := frontStore(t, srv, tc.status, tc.code, tc.refuse)
-			m, err := s3lock.New(client, srv.Bucket(), "locks/store")
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = m.TryLock(context.Background())
+			m := newMutex(t, client, srv.Bucket(), "locks/store")
+			err := m.TryLock(context.Background())
 			if !errors.Is(err, tc.want) || errors.Is(err, s3lock.ErrLocked) {
 				t.Fatalf("TryLock() = %v; want %v and not ErrLocked", err, tc.want)
 			}
