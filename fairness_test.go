@@ -151,10 +151,11 @@ func TestFairnessLoopingContenders(t *testing.T) {
 					}
 					who := fmt.Sprintf("c%d(m%d)", i, mi)
 					names = append(names, who)
+					m := mutexes[mi] // read here: the loop writes the map while contenders run
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						loopContender(ctx, t, g, who, mutexes[mi], st.hold)
+						loopContender(ctx, t, g, who, m, st.hold)
 					}()
 				}
 				deadline := time.After(time.Minute)
