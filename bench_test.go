@@ -81,7 +81,7 @@ func BenchmarkLockUnlock(b *testing.B) {
 func benchCycle(b *testing.B, r time.Duration, acquire func(*s3lock.Mutex, context.Context) error) {
 	srv := s3locktest.New(b, s3locktest.WithLatency(r))
 	ctx := context.Background()
-	m := newMutex(b, srv, "locks/bench-cycle")
+	m := newMutex(b, srv.Client(), srv.Bucket(), "locks/bench-cycle")
 	if err := m.TryLock(ctx); err != nil {
 		b.Fatal(err)
 	}
@@ -114,10 +114,7 @@ func BenchmarkFirstAcquire(b *testing.B) {
 			srv := s3locktest.New(b, s3locktest.WithLatency(r))
 			ctx := context.Background()
 			client := srv.Client()
-			seed, err := s3lock.New(client, srv.Bucket(), "locks/bench-first")
-			if err != nil {
-				b.Fatal(err)
-			}
+			seed := newMutex(b, client, srv.Bucket(), "locks/bench-first")
 			if err := seed.TryLock(ctx); err != nil {
 				b.Fatal(err)
 			}
@@ -170,7 +167,7 @@ func BenchmarkContended(b *testing.B) {
 			counter := &s3locktest.Counter{Client: data.Client(), Bucket: data.Bucket(), Key: "data/bench-contended"}
 			ms := make([]*s3lock.Mutex, workers)
 			for i := range ms {
-				ms[i] = newMutex(b, srv, "locks/bench-contended", s3lock.WithRetryInterval(retry), s3lock.WithTTL(10*time.Second))
+				ms[i] = newMutex(b, srv.Client(), srv.Bucket(), "locks/bench-contended", s3lock.WithRetryInterval(retry), s3lock.WithTTL(10*time.Second))
 			}
 			var mu sync.Mutex // protects the fields below
 			granted := 0
@@ -255,7 +252,7 @@ func TestHoldFootprint(t *testing.T) {
 		{"not renewing", []s3lock.Option{s3lock.WithTTL(time.Minute)}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m := newMutex(t, srv, "locks/footprint-"+tc.name, tc.opts...)
+			m := newMutex(t, srv.Client(), srv.Bucket(), "locks/footprint-"+tc.name, tc.opts...)
 			// One cycle first, so the client's connection exists.
 			if err := m.Lock(ctx); err != nil {
 				t.Fatal(err)

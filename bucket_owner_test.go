@@ -59,10 +59,7 @@ func TestExpectedBucketOwner(t *testing.T) {
 	t.Run("right owner: every request carries it", func(t *testing.T) {
 		srv := s3locktest.New(t, s3locktest.WithBucketOwner(ownerAccount))
 		c, rec := recordingClient(srv)
-		m, err := s3lock.New(c, srv.Bucket(), "locks/a", s3lock.WithExpectedBucketOwner(ownerAccount), s3lock.WithProbe())
-		if err != nil {
-			t.Fatalf("New() = %v", err)
-		}
+		m := newMutex(t, c, srv.Bucket(), "locks/a", s3lock.WithExpectedBucketOwner(ownerAccount), s3lock.WithProbe())
 		if err := m.Lock(ctx); err != nil {
 			t.Fatalf("Lock() = %v", err)
 		}
@@ -75,7 +72,7 @@ func TestExpectedBucketOwner(t *testing.T) {
 	})
 	t.Run("wrong owner: ErrAccessDenied naming it", func(t *testing.T) {
 		srv := s3locktest.New(t, s3locktest.WithBucketOwner(ownerAccount))
-		m := newMutex(t, srv, "locks/a", s3lock.WithExpectedBucketOwner(otherAccount))
+		m := newMutex(t, srv.Client(), srv.Bucket(), "locks/a", s3lock.WithExpectedBucketOwner(otherAccount))
 		err := m.TryLock(ctx)
 		if !errors.Is(err, s3lock.ErrAccessDenied) || errors.Is(err, s3lock.ErrLocked) {
 			t.Fatalf("TryLock() = %v; want ErrAccessDenied (not ErrLocked)", err)
@@ -93,10 +90,7 @@ func TestExpectedBucketOwner(t *testing.T) {
 	t.Run("no expected owner: the header is not sent", func(t *testing.T) {
 		srv := s3locktest.New(t, s3locktest.WithBucketOwner(ownerAccount))
 		c, rec := recordingClient(srv)
-		m, err := s3lock.New(c, srv.Bucket(), "locks/a")
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := newMutex(t, c, srv.Bucket(), "locks/a")
 		if err := m.TryLock(ctx); err != nil {
 			t.Fatalf("TryLock() = %v", err)
 		}
@@ -109,7 +103,7 @@ func TestExpectedBucketOwner(t *testing.T) {
 	})
 	t.Run("Probe, Inspect, ForceUnlock, CheckVersioning", func(t *testing.T) {
 		srv := s3locktest.New(t, s3locktest.WithBucketOwner(ownerAccount))
-		m := newMutex(t, srv, "locks/b")
+		m := newMutex(t, srv.Client(), srv.Bucket(), "locks/b")
 		if err := m.TryLock(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -147,14 +147,15 @@ func TestFairnessLoopingContenders(t *testing.T) {
 				var wg sync.WaitGroup
 				for i, mi := range ly.mutexes {
 					if mutexes[mi] == nil {
-						mutexes[mi] = newMutex(t, srv, "locks/fair", append([]s3lock.Option{s3lock.WithOwner(fmt.Sprintf("m%d", mi))}, st.opts...)...)
+						mutexes[mi] = newMutex(t, srv.Client(), srv.Bucket(), "locks/fair", append([]s3lock.Option{s3lock.WithOwner(fmt.Sprintf("m%d", mi))}, st.opts...)...)
 					}
 					who := fmt.Sprintf("c%d(m%d)", i, mi)
 					names = append(names, who)
+					m := mutexes[mi] // read here: the loop writes the map while contenders run
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						loopContender(ctx, t, g, who, mutexes[mi], st.hold)
+						loopContender(ctx, t, g, who, m, st.hold)
 					}()
 				}
 				deadline := time.After(time.Minute)
@@ -274,7 +275,7 @@ func TestDeadReservedWaiter(t *testing.T) {
 			srv := s3locktest.New(t, s3locktest.WithLatency(2*time.Millisecond))
 			ctx := context.Background()
 			const key = "locks/dead-waiter"
-			holder := newMutex(t, srv, key, s3lock.WithOwner("holder"))
+			holder := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("holder"))
 			if err := holder.TryLock(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -286,7 +287,7 @@ func TestDeadReservedWaiter(t *testing.T) {
 			case "goroutine cancelled":
 				wctx, cancel := context.WithCancel(ctx)
 				done := make(chan error, 1)
-				doomed := newMutex(t, srv, key, s3lock.WithOwner("doomed"))
+				doomed := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("doomed"))
 				go func() {
 					for {
 						if err := doomed.Lock(wctx); err != nil {
@@ -341,7 +342,7 @@ func TestDeadReservedWaiter(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 			stop()
-			other := newMutex(t, srv, key, s3lock.WithOwner("other"))
+			other := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("other"))
 			got := make(chan time.Time, 1)
 			go func() {
 				if err := other.Lock(ctx); err != nil {
@@ -386,7 +387,7 @@ func TestHostileReservation(t *testing.T) {
 			if err := srv.PutObject(ctx, "locks/hostile", []byte(body)); err != nil {
 				t.Fatal(err)
 			}
-			m := newMutex(t, srv, "locks/hostile")
+			m := newMutex(t, srv.Client(), srv.Bucket(), "locks/hostile")
 			start := time.Now()
 			lctx, cancel := context.WithTimeout(ctx, reservationBound)
 			defer cancel()
@@ -405,7 +406,7 @@ func TestHostileReservation(t *testing.T) {
 	t.Run("held record rewritten with a foreign reservation", func(t *testing.T) {
 		srv := s3locktest.New(t)
 		const key = "locks/hostile-held"
-		holder := newMutex(t, srv, key, s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(renewInterval))
+		holder := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(renewInterval))
 		if err := holder.TryLock(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -431,7 +432,7 @@ func TestHostileReservation(t *testing.T) {
 		if rec, _ := rawRecord(t, srv, key); rec["state"] != "free" || rec["next"] != "ghost" {
 			t.Errorf("released record = %v; want free, reserved for ghost", rec)
 		}
-		m := newMutex(t, srv, key)
+		m := newMutex(t, srv.Client(), srv.Bucket(), key)
 		lctx, cancel := context.WithTimeout(ctx, reservationBound)
 		defer cancel()
 		if err := m.Lock(lctx); err != nil {

@@ -76,7 +76,7 @@ func runHammer(t *testing.T, srv *s3locktest.Server, mutexes, sections int, clie
 	}
 	var wg sync.WaitGroup
 	for i := range mutexes {
-		m := mustNew(t, clientFor(i), srv.Bucket(), "hammer/lock",
+		m := newMutex(t, clientFor(i), srv.Bucket(), "hammer/lock",
 			s3lock.WithOwner(fmt.Sprint("m", i)), s3lock.WithTTL(3*time.Second),
 			s3lock.WithRetryInterval(20*time.Millisecond), s3lock.WithReleaseTimeout(5*time.Second))
 		wg.Go(func() {
@@ -288,7 +288,7 @@ func TestAmbiguousWrites(t *testing.T) {
 	}{
 		{"acquire by create", func(*testing.T, *s3locktest.Server) uint64 { return 1 }, 0},
 		{"acquire over a free record", func(t *testing.T, srv *s3locktest.Server) uint64 {
-			c := newMutex(t, srv, key, s3lock.WithOwner("c"))
+			c := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("c"))
 			if err := c.TryLock(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -312,9 +312,9 @@ func TestAmbiguousWrites(t *testing.T) {
 				ctx := context.Background()
 				wantTok := kind.prepare(t, srv)
 				fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
-				a := mustNew(t, srv.FaultyClient(fa), srv.Bucket(), key, s3lock.WithOwner("a"),
+				a := newMutex(t, srv.FaultyClient(fa), srv.Bucket(), key, s3lock.WithOwner("a"),
 					s3lock.WithExpiryMargin(kind.margin), s3lock.WithTTL(2*time.Second))
-				b := newMutex(t, srv, key, s3lock.WithOwner("b"), s3lock.WithTTL(2*time.Second))
+				b := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("b"), s3lock.WithTTL(2*time.Second))
 				if wantTok == 6 {
 					// Let a watch the dead hold expire, without faults.
 					le := wantLocked(t, a.TryLock(ctx))
@@ -378,8 +378,8 @@ func TestAmbiguousWrites(t *testing.T) {
 			srv := s3locktest.New(t)
 			ctx := context.Background()
 			fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
-			a := mustNew(t, srv.FaultyClient(fa), srv.Bucket(), key, s3lock.WithOwner("a"), s3lock.WithTTL(30*time.Second))
-			b := newMutex(t, srv, key, s3lock.WithOwner("b"))
+			a := newMutex(t, srv.FaultyClient(fa), srv.Bucket(), key, s3lock.WithOwner("a"), s3lock.WithTTL(30*time.Second))
+			b := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("b"))
 			if err := a.TryLock(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -426,9 +426,9 @@ func TestAmbiguousWrites(t *testing.T) {
 			srv := s3locktest.New(t)
 			ctx := context.Background()
 			fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
-			a := mustNew(t, srv.FaultyClient(fa), srv.Bucket(), key, s3lock.WithOwner("a"),
+			a := newMutex(t, srv.FaultyClient(fa), srv.Bucket(), key, s3lock.WithOwner("a"),
 				s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(renewInterval))
-			b := newMutex(t, srv, key, s3lock.WithOwner("b"))
+			b := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("b"))
 			if err := a.TryLock(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -476,9 +476,9 @@ func TestReleaseAnswerLostWhileNextHolderMovesIn(t *testing.T) {
 			srv := s3locktest.New(t)
 			ctx := context.Background()
 			const key = "locks/release-race"
-			b := newMutex(t, srv, key, s3lock.WithOwner("b"))
+			b := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("b"))
 			fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
-			a := mustNew(t, srv.FaultyClient(fa, func(o *s3.Options) { o.RetryMaxAttempts = attempts }),
+			a := newMutex(t, srv.FaultyClient(fa, func(o *s3.Options) { o.RetryMaxAttempts = attempts }),
 				srv.Bucket(), key, s3lock.WithOwner("a"), s3lock.WithTTL(30*time.Second))
 			if err := a.TryLock(ctx); err != nil {
 				t.Fatal(err)
@@ -516,7 +516,7 @@ func TestNoFalseAcquireAfterRetry(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
 	const key = "locks/false-acquire"
-	b := newMutex(t, srv, key, s3lock.WithOwner("b"))
+	b := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("b"))
 	var bErr error
 	bTook := false
 	fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
@@ -528,7 +528,7 @@ func TestNoFalseAcquireAfterRetry(t *testing.T) {
 		bErr, bTook = b.TryLock(ctx), true
 		return true
 	})
-	a := mustNew(t, srv.FaultyClient(fa), srv.Bucket(), key, s3lock.WithOwner("a"))
+	a := newMutex(t, srv.FaultyClient(fa), srv.Bucket(), key, s3lock.WithOwner("a"))
 	err := a.TryLock(ctx)
 	if !bTook || bErr != nil {
 		t.Fatalf("b.TryLock() during a's write = %v (ran: %v); want nil", bErr, bTook)
@@ -571,9 +571,9 @@ func TestClockSkew(t *testing.T) {
 			if tc.renew {
 				opts = append(opts, s3lock.WithAutoRenew(renewInterval))
 			}
-			holder := newMutex(t, srv, key, opts...)
+			holder := newMutex(t, srv.Client(), srv.Bucket(), key, opts...)
 			cc, clog := loggedClient(srv)
-			cont := mustNew(t, cc, srv.Bucket(), key, s3lock.WithOwner("contender"), s3lock.WithTTL(ttl),
+			cont := newMutex(t, cc, srv.Bucket(), key, s3lock.WithOwner("contender"), s3lock.WithTTL(ttl),
 				s3lock.WithExpiryMargin(margin), s3lock.WithRetryInterval(50*time.Millisecond),
 				s3lock.WithClock(s3locktest.SkewedClock{Skew: tc.contSkew}))
 
@@ -648,9 +648,9 @@ func TestRenewalUnderFaults(t *testing.T) {
 	ctx := context.Background()
 	const key = "locks/renew-faults"
 	fa := s3locktest.NewFaults(seedFor(t), hammerFaults)
-	a := mustNew(t, srv.FaultyClient(fa), srv.Bucket(), key, s3lock.WithOwner("a"),
+	a := newMutex(t, srv.FaultyClient(fa), srv.Bucket(), key, s3lock.WithOwner("a"),
 		s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(renewInterval/2))
-	b := newMutex(t, srv, key, s3lock.WithOwner("b"))
+	b := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("b"))
 	if err := a.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}

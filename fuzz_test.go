@@ -133,10 +133,7 @@ func FuzzLockAnswer(f *testing.F) {
 		defer cancel()
 		st, ierr := s3lock.Inspect(ctx, client, "bucket", "lock")
 
-		m, err := s3lock.New(client, "bucket", "lock", s3lock.WithOwner("fuzz"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := newMutex(t, client, "bucket", "lock", s3lock.WithOwner("fuzz"))
 		lerr := m.TryLock(ctx)
 		puts := store.writes()
 		for _, h := range puts {

@@ -13,8 +13,8 @@ import (
 func TestWithLockRunsAndReleases(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
-	m := newMutex(t, srv, "locks/guard")
-	other := newMutex(t, srv, "locks/guard")
+	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/guard")
+	other := newMutex(t, srv.Client(), srv.Bucket(), "locks/guard")
 	ran := false
 	err := m.WithLock(ctx, func(ctx context.Context) error {
 		ran = true
@@ -36,7 +36,7 @@ func TestWithLockRunsAndReleases(t *testing.T) {
 func TestWithLockDeadlineIsTTL(t *testing.T) {
 	srv := s3locktest.New(t)
 	const ttl = 800 * time.Millisecond
-	m := newMutex(t, srv, "locks/guard-deadline", s3lock.WithTTL(ttl))
+	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/guard-deadline", s3lock.WithTTL(ttl))
 	var deadline time.Time
 	var cause error
 	start := time.Now()
@@ -63,7 +63,7 @@ func TestWithLockDeadlineIsTTL(t *testing.T) {
 
 func TestWithLockKeepsCallerDeadline(t *testing.T) {
 	srv := s3locktest.New(t)
-	m := newMutex(t, srv, "locks/guard-caller-deadline", s3lock.WithTTL(time.Minute))
+	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/guard-caller-deadline", s3lock.WithTTL(time.Minute))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	want, _ := ctx.Deadline()
@@ -83,19 +83,19 @@ var errBoom = errors.New("boom")
 
 func TestWithLockReturnsFnError(t *testing.T) {
 	srv := s3locktest.New(t)
-	m := newMutex(t, srv, "locks/guard-err")
+	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/guard-err")
 	err := m.WithLock(context.Background(), func(context.Context) error { return errBoom })
 	if !errors.Is(err, errBoom) {
 		t.Fatalf("WithLock() = %v; want errBoom", err)
 	}
-	if err := newMutex(t, srv, "locks/guard-err").TryLock(context.Background()); err != nil {
+	if err := newMutex(t, srv.Client(), srv.Bucket(), "locks/guard-err").TryLock(context.Background()); err != nil {
 		t.Fatalf("lock not released after fn error: %v", err)
 	}
 }
 
 func TestWithLockReleasesOnPanic(t *testing.T) {
 	srv := s3locktest.New(t)
-	m := newMutex(t, srv, "locks/guard-panic")
+	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/guard-panic")
 	func() {
 		defer func() {
 			if r := recover(); r != "kaboom" {
@@ -107,7 +107,7 @@ func TestWithLockReleasesOnPanic(t *testing.T) {
 	if m.Token() != 0 {
 		t.Error("Mutex still holds after a panic in fn")
 	}
-	other := newMutex(t, srv, "locks/guard-panic")
+	other := newMutex(t, srv.Client(), srv.Bucket(), "locks/guard-panic")
 	if err := other.TryLock(context.Background()); err != nil {
 		t.Fatalf("lock not released after panic: %v", err)
 	}
@@ -118,7 +118,7 @@ func TestWithLockReleasesOnPanic(t *testing.T) {
 // while fn runs; the release must still happen.
 func TestWithLockReleasesAfterCallerCancel(t *testing.T) {
 	srv := s3locktest.New(t)
-	m := newMutex(t, srv, "locks/guard-cancel")
+	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/guard-cancel")
 	ctx, cancel := context.WithCancel(context.Background())
 	err := m.WithLock(ctx, func(fnCtx context.Context) error {
 		cancel()
@@ -128,7 +128,7 @@ func TestWithLockReleasesAfterCallerCancel(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("WithLock() = %v; want context.Canceled from fn", err)
 	}
-	other := newMutex(t, srv, "locks/guard-cancel")
+	other := newMutex(t, srv.Client(), srv.Bucket(), "locks/guard-cancel")
 	if err := other.TryLock(context.Background()); err != nil {
 		t.Fatalf("lock not released after the caller's cancel: %v", err)
 	}
@@ -137,7 +137,7 @@ func TestWithLockReleasesAfterCallerCancel(t *testing.T) {
 
 func TestWithLockCancelledBeforeAcquire(t *testing.T) {
 	srv := s3locktest.New(t)
-	m := newMutex(t, srv, "locks/guard-precancel")
+	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/guard-precancel")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	ran := false
@@ -152,8 +152,8 @@ func TestWithLockCancelledBeforeAcquire(t *testing.T) {
 func TestWithLockReportsLostLease(t *testing.T) {
 	srv := s3locktest.New(t)
 	const ttl = 500 * time.Millisecond
-	m := newMutex(t, srv, "locks/guard-lost", s3lock.WithTTL(ttl))
-	other := newMutex(t, srv, "locks/guard-lost", s3lock.WithRetryInterval(50*time.Millisecond))
+	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/guard-lost", s3lock.WithTTL(ttl))
+	other := newMutex(t, srv.Client(), srv.Bucket(), "locks/guard-lost", s3lock.WithRetryInterval(50*time.Millisecond))
 	err := m.WithLock(context.Background(), func(ctx context.Context) error {
 		lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

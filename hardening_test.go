@@ -64,7 +64,7 @@ func TestUnlockRacingLock(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
 	const key = "locks/unlock-racing-lock"
-	m := newMutex(t, srv, key, s3lock.WithOwner("m"),
+	m := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("m"),
 		s3lock.WithTTL(time.Second), s3lock.WithAutoRenew(s3lock.MinAutoRenewInterval))
 	const rounds = 100
 	for round := range rounds {
@@ -129,9 +129,9 @@ func TestStrandedHoldAfterLongPartition(t *testing.T) {
 	// One attempt per request: each failed renewal is quick, so the
 	// partition makes dozens of them before the lease runs out.
 	client := srv.FaultyClient(fa, func(o *s3.Options) { o.RetryMaxAttempts = 1 }, countWrites(writes))
-	m := mustNew(t, client, srv.Bucket(), key, s3lock.WithOwner("m"),
+	m := newMutex(t, client, srv.Bucket(), key, s3lock.WithOwner("m"),
 		s3lock.WithTTL(1500*time.Millisecond), s3lock.WithAutoRenew(100*time.Millisecond))
-	other := newMutex(t, srv, key, s3lock.WithOwner("other"))
+	other := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("other"))
 
 	if err := m.TryLock(ctx); err != nil {
 		t.Fatalf("TryLock() = %v; want nil", err)
@@ -190,8 +190,8 @@ func TestAppliedAcquireForgottenAfter412(t *testing.T) {
 			ctx := context.Background()
 			const key = "locks/applied-412"
 			fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
-			m := mustNew(t, srv.FaultyClient(fa), srv.Bucket(), key, s3lock.WithOwner("m"), s3lock.WithTTL(time.Minute))
-			other := newMutex(t, srv, key, s3lock.WithOwner("other"))
+			m := newMutex(t, srv.FaultyClient(fa), srv.Bucket(), key, s3lock.WithOwner("m"), s3lock.WithTTL(time.Minute))
+			other := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("other"))
 			if tc.warm {
 				if err := m.TryLock(ctx); err != nil {
 					t.Fatal(err)
@@ -299,7 +299,7 @@ func TestForceUnlockAppliedWrite(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := s3locktest.New(t)
 			ctx := context.Background()
-			holder := newMutex(t, srv, key, s3lock.WithOwner("holder"), s3lock.WithTTL(time.Minute))
+			holder := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("holder"), s3lock.WithTTL(time.Minute))
 			if err := holder.TryLock(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -389,7 +389,7 @@ func TestNoExpiredHoldReturned(t *testing.T) {
 				o.HTTPClient = &http.Client{Transport: rt}
 				o.RetryMaxAttempts = attempts
 			})
-			m := mustNew(t, client, srv.Bucket(), key, s3lock.WithOwner("m"), s3lock.WithTTL(ttl))
+			m := newMutex(t, client, srv.Bucket(), key, s3lock.WithOwner("m"), s3lock.WithTTL(ttl))
 			rt.armed.Store(true)
 			err := m.TryLock(ctx)
 			if rt.delayed.Load() != 1 {
@@ -409,7 +409,7 @@ func TestNoExpiredHoldReturned(t *testing.T) {
 			if err := m.Context().Err(); err != nil {
 				t.Fatalf("TryLock() = nil with the hold's context done (%v); want a live hold", context.Cause(m.Context()))
 			}
-			le := wantLocked(t, newMutex(t, srv, key).TryLock(ctx))
+			le := wantLocked(t, newMutex(t, srv.Client(), srv.Bucket(), key).TryLock(ctx))
 			if le.Owner != "m" {
 				t.Errorf("lock held by %q; want m", le.Owner)
 			}
@@ -442,7 +442,7 @@ func TestGenerationNeverWraps(t *testing.T) {
 			if before.Generation != 1<<64-1 {
 				t.Fatalf("planted record has generation %d; want 2^64-1", before.Generation)
 			}
-			m := newMutex(t, srv, key, s3lock.WithOwner("m"), s3lock.WithTTL(time.Second),
+			m := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("m"), s3lock.WithTTL(time.Second),
 				s3lock.WithExpiryMargin(0), s3lock.WithRetryInterval(50*time.Millisecond))
 
 			err := m.TryLock(ctx)
@@ -520,7 +520,7 @@ func TestNewerRecordHonoured(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := lockState(t, srv, key)
-			m := newMutex(t, srv, key, s3lock.WithOwner("m"), s3lock.WithTTL(time.Second))
+			m := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("m"), s3lock.WithTTL(time.Second))
 			// Now, and after m's own TTL plus margin (2 s) has passed.
 			for _, wait := range []time.Duration{0, 3 * time.Second} {
 				time.Sleep(wait)
@@ -563,7 +563,7 @@ func TestNewerRecordGenerationContinues(t *testing.T) {
 			if err := srv.PutObject(ctx, key, foreignRecord(tc.kind, tc.state, 1000)); err != nil {
 				t.Fatal(err)
 			}
-			m := newMutex(t, srv, key, s3lock.WithOwner("m"), s3lock.WithTTL(time.Second),
+			m := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("m"), s3lock.WithTTL(time.Second),
 				s3lock.WithRetryInterval(100*time.Millisecond))
 			var err error
 			if tc.state == "free" {
@@ -620,7 +620,7 @@ func TestWithAutoRenewMinimum(t *testing.T) {
 // m keeps its record as an orphan (lease.orphan: cond = {etag: own ETag}).
 func strand(t *testing.T, srv *s3locktest.Server, key string, opts ...s3lock.Option) (*s3lock.Mutex, *s3locktest.Faults) {
 	fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
-	m := mustNew(t, srv.FaultyClient(fa), srv.Bucket(), key, opts...)
+	m := newMutex(t, srv.FaultyClient(fa), srv.Bucket(), key, opts...)
 	if err := m.TryLock(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -660,7 +660,7 @@ func TestTakeBackRestartsContendersWatch(t *testing.T) {
 	ctx := context.Background()
 	const key = "locks/repro2"
 	const ttl = 2 * time.Second
-	other := newMutex(t, srv, key, s3lock.WithOwner("other"), s3lock.WithTTL(ttl))
+	other := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("other"), s3lock.WithTTL(ttl))
 	m, _ := strand(t, srv, key, s3lock.WithOwner("m"), s3lock.WithTTL(ttl))
 	wantLocked(t, other.TryLock(ctx)) // other starts watching the stranded record
 	time.Sleep(ttl)                   // stranded record nearly expired (TTL + 1s margin)

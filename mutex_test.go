@@ -23,12 +23,14 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// newMutex returns a Mutex on srv with its own client.
-func newMutex(t testing.TB, srv *s3locktest.Server, key string, opts ...s3lock.Option) *s3lock.Mutex {
-	t.Helper()
-	m, err := s3lock.New(srv.Client(), srv.Bucket(), key, opts...)
+// newMutex is s3lock.New for tests: it fails the test if New fails. For a
+// Mutex with a client of its own on an s3locktest.Server, pass
+// srv.Client(), srv.Bucket().
+func newMutex(tb testing.TB, client s3lock.S3API, bucket, key string, opts ...s3lock.Option) *s3lock.Mutex {
+	tb.Helper()
+	m, err := s3lock.New(client, bucket, key, opts...)
 	if err != nil {
-		t.Fatalf("New() = %v", err)
+		tb.Fatalf("New() = %v", err)
 	}
 	return m
 }
@@ -45,8 +47,8 @@ func wantLocked(t *testing.T, err error) *s3lock.LockedError {
 func TestTryLockUnlockCycle(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
-	a := newMutex(t, srv, "locks/cycle", s3lock.WithOwner("a"))
-	b := newMutex(t, srv, "locks/cycle", s3lock.WithOwner("b"))
+	a := newMutex(t, srv.Client(), srv.Bucket(), "locks/cycle", s3lock.WithOwner("a"))
+	b := newMutex(t, srv.Client(), srv.Bucket(), "locks/cycle", s3lock.WithOwner("b"))
 
 	if err := a.TryLock(ctx); err != nil {
 		t.Fatalf("a.TryLock() = %v; want nil", err)
@@ -135,9 +137,9 @@ func TestCounterHammer(t *testing.T) {
 	opts := []s3lock.Option{s3lock.WithRetryInterval(5 * time.Millisecond), s3lock.WithTTL(20 * time.Second)}
 	for range mutexes {
 		wg.Add(1)
-		go run(newMutex(t, srv, "locks/hammer", opts...))
+		go run(newMutex(t, srv.Client(), srv.Bucket(), "locks/hammer", opts...))
 	}
-	shared := newMutex(t, srv, "locks/hammer", opts...)
+	shared := newMutex(t, srv.Client(), srv.Bucket(), "locks/hammer", opts...)
 	for range sharedGoroutines {
 		wg.Add(1)
 		go run(shared)
@@ -166,11 +168,6 @@ func TestCounterHammer(t *testing.T) {
 	}
 }
 
-// skewedClock is a client whose wall clock is off by a fixed amount.
-type skewedClock time.Duration
-
-func (c skewedClock) Now() time.Time { return time.Now().Add(time.Duration(c)) }
-
 // TestExpiryTakeover: a hold that is never unlocked blocks others for its
 // TTL and is taken over after it, never before, whatever the clients'
 // wall clocks say.
@@ -191,9 +188,9 @@ func TestExpiryTakeover(t *testing.T) {
 			srv := s3locktest.New(t)
 			ctx := context.Background()
 			key := "locks/expiry"
-			holder := newMutex(t, srv, key, s3lock.WithTTL(ttl), s3lock.WithOwner("holder"), s3lock.WithClock(skewedClock(tc.holderSkew)))
-			cont := newMutex(t, srv, key, s3lock.WithTTL(ttl), s3lock.WithOwner("contender"),
-				s3lock.WithClock(skewedClock(tc.contSk)), s3lock.WithRetryInterval(50*time.Millisecond))
+			holder := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(ttl), s3lock.WithOwner("holder"), s3lock.WithClock(s3locktest.SkewedClock{Skew: tc.holderSkew}))
+			cont := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(ttl), s3lock.WithOwner("contender"),
+				s3lock.WithClock(s3locktest.SkewedClock{Skew: tc.contSk}), s3lock.WithRetryInterval(50*time.Millisecond))
 			if err := holder.TryLock(ctx); err != nil {
 				t.Fatalf("holder.TryLock() = %v", err)
 			}
@@ -253,8 +250,6 @@ func (d *dropOnce) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-func isPut(r *http.Request) bool { return r.Method == http.MethodPut }
-
 // TestLostAcquireResponse: the acquire PUT is applied but its response is
 // lost. With SDK retries the retry sees 412 for our own write; without,
 // the call fails outright. Either way TryLock must report the truth: nil.
@@ -272,15 +267,12 @@ func TestLostAcquireResponse(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := s3locktest.New(t)
 			ctx := context.Background()
-			drop := &dropOnce{next: srv.HTTPClient().Transport, match: isPut}
+			drop := &dropOnce{next: srv.HTTPClient().Transport, match: s3locktest.IsMethod(http.MethodPut)}
 			client := srv.Client(func(o *s3.Options) {
 				o.HTTPClient = &http.Client{Transport: drop}
 				o.RetryMaxAttempts = tc.attempts
 			})
-			m, err := s3lock.New(client, srv.Bucket(), "locks/lost", s3lock.WithOwner("m"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			m := newMutex(t, client, srv.Bucket(), "locks/lost", s3lock.WithOwner("m"))
 			if tc.warm {
 				if err := m.TryLock(ctx); err != nil {
 					t.Fatal(err)
@@ -298,7 +290,7 @@ func TestLostAcquireResponse(t *testing.T) {
 			}
 			// The lock really is ours: another Mutex cannot take it, and
 			// our Unlock frees it.
-			other := newMutex(t, srv, "locks/lost")
+			other := newMutex(t, srv.Client(), srv.Bucket(), "locks/lost")
 			le := wantLocked(t, other.TryLock(ctx))
 			if le.Owner != "m" {
 				t.Errorf("holder = %q; want m", le.Owner)
@@ -319,12 +311,9 @@ func TestLostAcquireResponse(t *testing.T) {
 func TestLostReleaseResponse(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
-	drop := &dropOnce{next: srv.HTTPClient().Transport, match: isPut}
+	drop := &dropOnce{next: srv.HTTPClient().Transport, match: s3locktest.IsMethod(http.MethodPut)}
 	client := srv.Client(func(o *s3.Options) { o.HTTPClient = &http.Client{Transport: drop} })
-	m, err := s3lock.New(client, srv.Bucket(), "locks/lost-release")
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := newMutex(t, client, srv.Bucket(), "locks/lost-release")
 	if err := m.TryLock(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +321,7 @@ func TestLostReleaseResponse(t *testing.T) {
 	if err := m.Unlock(ctx); err != nil {
 		t.Fatalf("Unlock() with a lost response = %v; want nil", err)
 	}
-	other := newMutex(t, srv, "locks/lost-release")
+	other := newMutex(t, srv.Client(), srv.Bucket(), "locks/lost-release")
 	if err := other.TryLock(ctx); err != nil {
 		t.Fatalf("other.TryLock() = %v; want nil (lock must be free)", err)
 	}
@@ -342,14 +331,14 @@ func TestLostReleaseResponse(t *testing.T) {
 func TestUnlockErrors(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
-	a := newMutex(t, srv, "locks/unlock")
+	a := newMutex(t, srv.Client(), srv.Bucket(), "locks/unlock")
 	if err := a.Unlock(ctx); !errors.Is(err, s3lock.ErrNotHeld) {
 		t.Errorf("Unlock() never locked = %v; want ErrNotHeld", err)
 	}
 	if err := a.TryLock(ctx); err != nil {
 		t.Fatal(err)
 	}
-	b := newMutex(t, srv, "locks/unlock")
+	b := newMutex(t, srv.Client(), srv.Bucket(), "locks/unlock")
 	if err := b.Unlock(ctx); !errors.Is(err, s3lock.ErrNotHeld) {
 		t.Errorf("Unlock() by non-holder = %v; want ErrNotHeld", err)
 	}
@@ -367,8 +356,8 @@ func TestUnlockErrors(t *testing.T) {
 func TestUnlockAfterForcedBreak(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
-	a := newMutex(t, srv, "locks/broken", s3lock.WithOwner("a"))
-	b := newMutex(t, srv, "locks/broken", s3lock.WithOwner("b"))
+	a := newMutex(t, srv.Client(), srv.Bucket(), "locks/broken", s3lock.WithOwner("a"))
+	b := newMutex(t, srv.Client(), srv.Bucket(), "locks/broken", s3lock.WithOwner("b"))
 	if err := a.TryLock(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +380,7 @@ func TestUnlockAfterForcedBreak(t *testing.T) {
 	if cause := context.Cause(a.Context()); !errors.Is(cause, s3lock.ErrNotHeld) {
 		t.Errorf("a.Context() cause after Unlock = %v; want ErrNotHeld", cause)
 	}
-	wantLocked(t, newMutex(t, srv, "locks/broken").TryLock(ctx))
+	wantLocked(t, newMutex(t, srv.Client(), srv.Bucket(), "locks/broken").TryLock(ctx))
 	if err := b.Unlock(ctx); err != nil {
 		t.Errorf("b.Unlock() = %v", err)
 	}
@@ -402,7 +391,7 @@ func TestUnlockAfterForcedBreak(t *testing.T) {
 func TestLocalExclusion(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
-	m := newMutex(t, srv, "locks/local")
+	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/local")
 	if err := m.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -435,8 +424,8 @@ func TestLocalExclusion(t *testing.T) {
 func TestLockHonoursContext(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
-	a := newMutex(t, srv, "locks/ctx")
-	b := newMutex(t, srv, "locks/ctx", s3lock.WithRetryInterval(20*time.Millisecond))
+	a := newMutex(t, srv.Client(), srv.Bucket(), "locks/ctx")
+	b := newMutex(t, srv.Client(), srv.Bucket(), "locks/ctx", s3lock.WithRetryInterval(20*time.Millisecond))
 	if err := a.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -466,8 +455,8 @@ func TestLockHonoursContext(t *testing.T) {
 func TestLockWaitsForRelease(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
-	a := newMutex(t, srv, "locks/wait")
-	b := newMutex(t, srv, "locks/wait", s3lock.WithRetryInterval(20*time.Millisecond))
+	a := newMutex(t, srv.Client(), srv.Bucket(), "locks/wait")
+	b := newMutex(t, srv.Client(), srv.Bucket(), "locks/wait", s3lock.WithRetryInterval(20*time.Millisecond))
 	if err := a.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -498,7 +487,7 @@ func TestLockWaitsForRelease(t *testing.T) {
 func TestRequestsPerOperation(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
-	m := newMutex(t, srv, "locks/cost")
+	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/cost")
 
 	count := func(f func() error) (gets, puts, total int64) {
 		t.Helper()
@@ -529,7 +518,7 @@ func TestRequestsPerOperation(t *testing.T) {
 		}
 	}
 	// A fresh Mutex on an existing free lock: GET + PUT.
-	fresh := newMutex(t, srv, "locks/cost")
+	fresh := newMutex(t, srv.Client(), srv.Bucket(), "locks/cost")
 	if g, p, n := count(func() error { return fresh.TryLock(ctx) }); g != 1 || p != 1 || n != 2 {
 		t.Errorf("first acquire of an existing free lock: %d GET, %d PUT, %d total; want 1, 1, 2", g, p, n)
 	}
@@ -553,7 +542,7 @@ func TestInvalidLockObjects(t *testing.T) {
 			if err := srv.PutObject(ctx, "locks/invalid", tc.body); err != nil {
 				t.Fatal(err)
 			}
-			m := newMutex(t, srv, "locks/invalid", s3lock.WithTTL(time.Second))
+			m := newMutex(t, srv.Client(), srv.Bucket(), "locks/invalid", s3lock.WithTTL(time.Second))
 			err := m.TryLock(ctx)
 			le := wantLocked(t, err)
 			if !errors.Is(err, s3lock.ErrInvalidLockObject) || le.Invalid == nil {
@@ -582,10 +571,7 @@ func TestInvalidLockObjects(t *testing.T) {
 func TestMissingBucket(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
-	m, err := s3lock.New(srv.Client(), "no-such-bucket", "locks/x")
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := newMutex(t, srv.Client(), "no-such-bucket", "locks/x")
 	if err := m.TryLock(ctx); !errors.Is(err, s3lock.ErrBucketNotFound) || errors.Is(err, s3lock.ErrLocked) {
 		t.Errorf("TryLock() = %v; want ErrBucketNotFound (and not ErrLocked)", err)
 	}
@@ -634,7 +620,7 @@ func TestNewValidates(t *testing.T) {
 
 func TestLocker(t *testing.T) {
 	srv := s3locktest.New(t)
-	m := newMutex(t, srv, "locks/locker")
+	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/locker")
 	l := m.Locker()
 	l.Lock()
 	if m.Token() == 0 {
@@ -657,11 +643,11 @@ func TestLocker(t *testing.T) {
 func TestRetryIntervalCapsBackoff(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
-	holder := newMutex(t, srv, "locks/capped")
+	holder := newMutex(t, srv.Client(), srv.Bucket(), "locks/capped")
 	if err := holder.TryLock(ctx); err != nil {
 		t.Fatal(err)
 	}
-	m := newMutex(t, srv, "locks/capped", s3lock.WithRetryInterval(50*time.Millisecond), s3lock.WithBackoff(backoff.NewConstantBackOff(time.Hour)))
+	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/capped", s3lock.WithRetryInterval(50*time.Millisecond), s3lock.WithBackoff(backoff.NewConstantBackOff(time.Hour)))
 	done := make(chan error, 1)
 	lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -675,5 +661,55 @@ func TestRetryIntervalCapsBackoff(t *testing.T) {
 	}
 	if err := m.Unlock(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// churnS3 is a real S3 client that lets another Mutex take and release
+// the lock right before each of our PutObject calls, so every conditional
+// write of ours loses its race and the re-read finds the lock free again.
+type churnS3 struct {
+	s3lock.S3API
+	other *s3lock.Mutex
+	t     *testing.T
+	puts  int
+}
+
+func (c *churnS3) PutObject(ctx context.Context, in *s3.PutObjectInput, optFns ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
+	c.puts++
+	if err := c.other.TryLock(ctx); err != nil {
+		c.t.Errorf("other.TryLock() = %v", err)
+	} else if err := c.other.Unlock(ctx); err != nil {
+		c.t.Errorf("other.Unlock() = %v", err)
+	}
+	return c.S3API.PutObject(ctx, in, optFns...)
+}
+
+// TestTryLockLosingEveryRaceReportsErrLocked: when TryLock loses every
+// conditional write to other owners (each time finding the lock free again
+// on re-read), it must still report contention as ErrLocked: TryLock's
+// contract is nil, a *LockedError, or an error from S3 or ctx. Under heavy
+// churn (seen on moto in TestLinearizability) it instead returns
+// "gave up after 5 conflicting writes", which matches no sentinel.
+func TestTryLockLosingEveryRaceReportsErrLocked(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "locks/churn"
+	other := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("other"))
+	// Leave a free record at the key.
+	if err := other.TryLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	churn := &churnS3{S3API: srv.Client(), other: other, t: t}
+	m := newMutex(t, churn, srv.Bucket(), key, s3lock.WithOwner("loser"))
+	err := m.TryLock(ctx)
+	if err == nil {
+		t.Fatalf("TryLock() = nil after losing every race; want ErrLocked")
+	}
+	t.Logf("TryLock() after losing %d races: %v", churn.puts, err)
+	if !errors.Is(err, s3lock.ErrLocked) {
+		t.Errorf("TryLock() = %v; want an error matching ErrLocked (the lock kept being taken by others)", err)
 	}
 }

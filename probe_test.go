@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -151,20 +148,11 @@ func TestProbeCatchesRacingWinners(t *testing.T) {
 // every request on its way, and returns a client that talks to the proxy.
 func probeProxy(t *testing.T, srv *s3locktest.Server, rewrite func(h http.Header)) *s3.Client {
 	t.Helper()
-	target, err := url.Parse(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(target)
-			rewrite(pr.Out.Header)
-		},
-		Transport: srv.HTTPClient().Transport,
-	}
-	ps := httptest.NewServer(rp)
-	t.Cleanup(ps.Close)
-	return srv.Client(func(o *s3.Options) { o.BaseEndpoint = aws.String(ps.URL) })
+	front := s3locktest.Proxy(t, srv.URL(), func(_ http.ResponseWriter, r *http.Request) bool {
+		rewrite(r.Header)
+		return false
+	})
+	return srv.Client(func(o *s3.Options) { o.BaseEndpoint = aws.String(front) })
 }
 
 func TestProbeDetectsIgnoredConditions(t *testing.T) {
@@ -342,7 +330,7 @@ func TestWithProbe(t *testing.T) {
 	t.Run("store ignoring conditions", func(t *testing.T) {
 		srv := s3locktest.New(t)
 		srv.SetFaults(s3locktest.NewFaults(1, s3locktest.FaultConfig{IgnoreConditions: true}))
-		a := newMutex(t, srv, "locks/probe", s3lock.WithProbe())
+		a := newMutex(t, srv.Client(), srv.Bucket(), "locks/probe", s3lock.WithProbe())
 		if err := a.TryLock(ctx); !errors.Is(err, s3lock.ErrConditionalWritesUnsupported) {
 			t.Fatalf("TryLock() = %v; want ErrConditionalWritesUnsupported", err)
 		}
@@ -357,7 +345,7 @@ func TestWithProbe(t *testing.T) {
 	})
 	t.Run("honest store", func(t *testing.T) {
 		srv := s3locktest.New(t)
-		m := newMutex(t, srv, "locks/probe", s3lock.WithProbe())
+		m := newMutex(t, srv.Client(), srv.Bucket(), "locks/probe", s3lock.WithProbe())
 		before := srv.Stats().Snapshot()
 		if err := m.TryLock(ctx); err != nil {
 			t.Fatalf("TryLock() = %v", err)

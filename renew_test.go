@@ -109,15 +109,6 @@ func (r *fencedResource) write(token uint64) error {
 	return nil
 }
 
-func mustNew(t *testing.T, client s3lock.S3API, bucket, key string, opts ...s3lock.Option) *s3lock.Mutex {
-	t.Helper()
-	m, err := s3lock.New(client, bucket, key, opts...)
-	if err != nil {
-		t.Fatalf("New() = %v", err)
-	}
-	return m
-}
-
 func TestWithAutoRenewValidation(t *testing.T) {
 	srv := s3locktest.New(t)
 	tests := []struct {
@@ -149,8 +140,8 @@ func TestAutoRenewOutlivesTTL(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
 	const key = "locks/renew-long"
-	a := newMutex(t, srv, key, s3lock.WithOwner("a"), s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(renewInterval))
-	b := newMutex(t, srv, key, s3lock.WithOwner("b"), s3lock.WithTTL(renewTTL))
+	a := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("a"), s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(renewInterval))
+	b := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("b"), s3lock.WithTTL(renewTTL))
 
 	var polls int
 	err := a.WithLock(ctx, func(ctx context.Context) error {
@@ -199,9 +190,9 @@ func TestHoldEndsBeforeTakeover(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
 	const key = "locks/no-renew"
-	a := newMutex(t, srv, key, s3lock.WithOwner("a"), s3lock.WithTTL(renewTTL))
+	a := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("a"), s3lock.WithTTL(renewTTL))
 	bc, blog := loggedClient(srv)
-	b := mustNew(t, bc, srv.Bucket(), key, s3lock.WithOwner("b"), s3lock.WithRetryInterval(50*time.Millisecond))
+	b := newMutex(t, bc, srv.Bucket(), key, s3lock.WithOwner("b"), s3lock.WithRetryInterval(50*time.Millisecond))
 
 	if err := a.Lock(ctx); err != nil {
 		t.Fatal(err)
@@ -248,10 +239,10 @@ func TestRenewalPartition(t *testing.T) {
 			ctx := context.Background()
 			const key = "locks/partition"
 			fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
-			a := mustNew(t, srv.FaultyClient(fa), srv.Bucket(), key,
+			a := newMutex(t, srv.FaultyClient(fa), srv.Bucket(), key,
 				s3lock.WithOwner("a"), s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(renewInterval))
 			bc, blog := loggedClient(srv)
-			b := mustNew(t, bc, srv.Bucket(), key, s3lock.WithOwner("b"), s3lock.WithRetryInterval(50*time.Millisecond))
+			b := newMutex(t, bc, srv.Bucket(), key, s3lock.WithOwner("b"), s3lock.WithRetryInterval(50*time.Millisecond))
 			res := &fencedResource{}
 
 			if err := a.Lock(ctx); err != nil {
@@ -344,7 +335,7 @@ func TestUnlockAfterLostLease(t *testing.T) {
 			srv := s3locktest.New(t)
 			ctx := context.Background()
 			fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
-			a := mustNew(t, srv.FaultyClient(fa), srv.Bucket(), "locks/lost",
+			a := newMutex(t, srv.FaultyClient(fa), srv.Bucket(), "locks/lost",
 				s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(renewInterval), s3lock.WithReleaseTimeout(2*time.Second))
 			if err := a.Lock(ctx); err != nil {
 				t.Fatal(err)
@@ -398,7 +389,7 @@ func TestRenewalFindsForeignRecord(t *testing.T) {
 				}
 				// A renewal came in between: inspect again.
 			}
-			c := newMutex(t, srv, key, s3lock.WithOwner("c"))
+			c := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("c"))
 			if err := c.TryLock(ctx); err != nil {
 				t.Fatalf("c.TryLock() after ForceUnlock = %v", err)
 			}
@@ -423,7 +414,7 @@ func TestRenewalFindsForeignRecord(t *testing.T) {
 			srv := s3locktest.New(t)
 			ctx := context.Background()
 			const key = "locks/stolen"
-			a := newMutex(t, srv, key, s3lock.WithOwner("a"), s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(renewInterval))
+			a := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("a"), s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(renewInterval))
 			if err := a.Lock(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -517,10 +508,10 @@ func TestRenewerStops(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := s3locktest.New(t)
-			m := newMutex(t, srv, "locks/stop", s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(renewInterval))
+			m := newMutex(t, srv.Client(), srv.Bucket(), "locks/stop", s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(renewInterval))
 			tt.run(t, m)
 			wantRenewers(t, 0)
-			other := newMutex(t, srv, "locks/stop")
+			other := newMutex(t, srv.Client(), srv.Bucket(), "locks/stop")
 			if err := other.TryLock(context.Background()); err != nil {
 				t.Fatalf("other.TryLock() afterwards = %v; want nil (released)", err)
 			}

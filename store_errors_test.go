@@ -3,11 +3,7 @@ package s3lock_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"testing"
 	"time"
 
@@ -23,29 +19,17 @@ import (
 // returns a client for the proxy.
 func frontStore(t *testing.T, srv *s3locktest.Server, status int, code string, refuse func(*http.Request) bool) *s3.Client {
 	t.Helper()
-	target, err := url.Parse(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.Transport = srv.HTTPClient().Transport
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	front := s3locktest.Proxy(t, srv.URL(), func(w http.ResponseWriter, r *http.Request) bool {
 		if refuse(r) {
-			w.Header().Set("Content-Type", "application/xml")
-			w.WriteHeader(status)
-			fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>refused by test store</Message></Error>`, code)
-			return
+			s3locktest.WriteError(w, status, code, "refused by test store")
+			return true
 		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(front.Close)
-	return srv.Client(func(o *s3.Options) { o.BaseEndpoint = aws.String(front.URL) })
+		return false
+	})
+	return srv.Client(func(o *s3.Options) { o.BaseEndpoint = aws.String(front) })
 }
 
 func TestStoreErrors(t *testing.T) {
-	conditionalPut := func(r *http.Request) bool {
-		return r.Method == http.MethodPut && (r.Header.Get("If-None-Match") != "" || r.Header.Get("If-Match") != "")
-	}
 	all := func(*http.Request) bool { return true }
 	for _, tc := range []struct {
 		name   string
@@ -54,18 +38,15 @@ func TestStoreErrors(t *testing.T) {
 		refuse func(*http.Request) bool
 		want   error
 	}{
-		{"conditional writes not implemented", http.StatusNotImplemented, "NotImplemented", conditionalPut, s3lock.ErrConditionalWritesUnsupported},
+		{"conditional writes not implemented", http.StatusNotImplemented, "NotImplemented", s3locktest.IsConditionalWrite, s3lock.ErrConditionalWritesUnsupported},
 		{"access denied", http.StatusForbidden, "AccessDenied", all, s3lock.ErrAccessDenied},
-		{"access denied on write only", http.StatusForbidden, "AccessDenied", conditionalPut, s3lock.ErrAccessDenied},
+		{"access denied on write only", http.StatusForbidden, "AccessDenied", s3locktest.IsConditionalWrite, s3lock.ErrAccessDenied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := s3locktest.New(t)
 			client := frontStore(t, srv, tc.status, tc.code, tc.refuse)
-			m, err := s3lock.New(client, srv.Bucket(), "locks/store")
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = m.TryLock(context.Background())
+			m := newMutex(t, client, srv.Bucket(), "locks/store")
+			err := m.TryLock(context.Background())
 			if !errors.Is(err, tc.want) || errors.Is(err, s3lock.ErrLocked) {
 				t.Fatalf("TryLock() = %v; want %v and not ErrLocked", err, tc.want)
 			}

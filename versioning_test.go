@@ -53,7 +53,7 @@ func TestVersionedBucketLeavesVersions(t *testing.T) {
 	srv := s3locktest.New(t)
 	c := srv.Client()
 	enableVersioning(t, c, srv.Bucket())
-	m := newMutex(t, srv, "locks/v")
+	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/v")
 	for range 3 {
 		if err := m.TryLock(ctx); err != nil {
 			t.Fatal(err)

@@ -21,8 +21,8 @@ func TestLoopingMutexDoesNotStarveWaiter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	opts := []s3lock.Option{s3lock.WithRetryInterval(10 * time.Millisecond), s3lock.WithTTL(10 * time.Second)}
-	a := newMutex(t, srv, "locks/starve", append(opts, s3lock.WithOwner("a"))...)
-	b := newMutex(t, srv, "locks/starve", append(opts, s3lock.WithOwner("b"))...)
+	a := newMutex(t, srv.Client(), srv.Bucket(), "locks/starve", append(opts, s3lock.WithOwner("a"))...)
+	b := newMutex(t, srv.Client(), srv.Bucket(), "locks/starve", append(opts, s3lock.WithOwner("b"))...)
 
 	const maxCycles = 400 // a looping without a break for this long
 	if err := a.Lock(ctx); err != nil {
@@ -111,7 +111,7 @@ func TestContendedLockQueues(t *testing.T) {
 	granted := 0
 	var wg sync.WaitGroup
 	for i := range workers {
-		m := newMutex(t, srv, "locks/queue", s3lock.WithRetryInterval(10*time.Millisecond), s3lock.WithOwner(fmt.Sprintf("w%d", i)))
+		m := newMutex(t, srv.Client(), srv.Bucket(), "locks/queue", s3lock.WithRetryInterval(10*time.Millisecond), s3lock.WithOwner(fmt.Sprintf("w%d", i)))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

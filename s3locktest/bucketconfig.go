@@ -1,7 +1,6 @@
 package s3locktest
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -21,7 +20,7 @@ func WithBucketOwner(accountID string) Option {
 func ownerCheck(owner string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if got := r.Header.Get("X-Amz-Expected-Bucket-Owner"); got != "" && got != owner {
-			writeS3Error(w, http.StatusForbidden, "AccessDenied", "Access Denied")
+			WriteError(w, http.StatusForbidden, "AccessDenied", "Access Denied")
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -53,7 +52,7 @@ func (l *lifecycle) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPut:
 		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		if err != nil {
-			writeS3Error(w, http.StatusBadRequest, "IncompleteBody", err.Error())
+			WriteError(w, http.StatusBadRequest, "IncompleteBody", err.Error())
 			return
 		}
 		l.mu.Lock()
@@ -65,7 +64,7 @@ func (l *lifecycle) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body, ok := l.confs[bucket]
 		l.mu.Unlock()
 		if !ok {
-			writeS3Error(w, http.StatusNotFound, "NoSuchLifecycleConfiguration", "The lifecycle configuration does not exist")
+			WriteError(w, http.StatusNotFound, "NoSuchLifecycleConfiguration", "The lifecycle configuration does not exist")
 			return
 		}
 		w.Header().Set("Content-Type", "application/xml")
@@ -76,12 +75,6 @@ func (l *lifecycle) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	default:
-		writeS3Error(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "The specified method is not allowed against this resource.")
+		WriteError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "The specified method is not allowed against this resource.")
 	}
-}
-
-func writeS3Error(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/xml")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n<Error><Code>%s</Code><Message>%s</Message></Error>", code, xmlEscape(msg))
 }

@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -20,6 +17,7 @@ import (
 	"time"
 
 	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/s3locktest"
 )
 
 // TestRunMutualExclusion runs several s3lock processes on one key at once,
@@ -185,10 +183,8 @@ func TestRunConflict(t *testing.T) {
 func TestRunS3Unavailable(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.endpoint = proxy(t, h, func(w http.ResponseWriter, _ *http.Request) bool {
-		w.Header().Set("Content-Type", "application/xml")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>`)
+	h.endpoint = s3locktest.Proxy(t, h.srv.URL(), func(w http.ResponseWriter, _ *http.Request) bool {
+		s3locktest.WriteError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "injected")
 		return true
 	})
 	marker := h.path("marker")
@@ -334,13 +330,11 @@ func TestRunLeaseLostRenewalFails(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	var failPuts atomic.Bool
-	h.endpoint = proxy(t, h, func(w http.ResponseWriter, r *http.Request) bool {
+	h.endpoint = s3locktest.Proxy(t, h.srv.URL(), func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodPut || !failPuts.Load() {
 			return false
 		}
-		w.Header().Set("Content-Type", "application/xml")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>`)
+		s3locktest.WriteError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "injected")
 		return true
 	})
 
@@ -417,30 +411,6 @@ func TestRunLeaseLostForceUnlock(t *testing.T) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		t.Errorf("the command's background process %d survived the lost lease", pid)
 	}
-}
-
-// proxy starts a reverse proxy on loopback in front of the harness's S3
-// server and returns its URL. intercept may answer a request itself (and
-// return true) or change it and return false to pass it on.
-func proxy(t *testing.T, h *harness, intercept func(w http.ResponseWriter, r *http.Request) bool) string {
-	t.Helper()
-	target, err := url.Parse(h.srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(target)
-	tr := &http.Transport{}
-	rp.Transport = tr
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !intercept(w, r) {
-			rp.ServeHTTP(w, r)
-		}
-	}))
-	t.Cleanup(func() {
-		front.Close()
-		tr.CloseIdleConnections()
-	})
-	return front.URL
 }
 
 // inspect reads the lock's status through the library.

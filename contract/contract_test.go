@@ -1,4 +1,14 @@
-package s3lock_test
+// Package contract_test is the contract suite: the protocol-level promises
+// of s3lock, checked through the public API against every S3
+// implementation at hand. gofakes3 (the embedded s3locktest server) always
+// runs; versitygw and moto run as separate processes when installed (see
+// internal/s3servers and .ci/start-servers.sh), and so does SeaweedFS, a
+// distributed store; a local server that is missing skips its subtest,
+// unless S3LOCK_REQUIRE_SERVERS names it. Real AWS S3 runs when
+// S3LOCK_TEST_BUCKET is set. gofakes3 runs a second time serving random
+// ETags, as S3 Express One Zone does, so nothing may assume that an ETag is
+// the MD5 of the body.
+package contract_test
 
 import (
 	"bytes"
@@ -23,23 +33,17 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"go.uber.org/goleak"
 
 	"github.com/s3lock/s3lock"
 	"github.com/s3lock/s3lock/internal/s3servers"
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
-// The contract suite: the protocol-level promises of s3lock, checked through
-// the public API against every S3 implementation at hand. gofakes3 (the
-// embedded s3locktest server) always runs; versitygw and moto run as
-// separate processes when installed (see internal/s3servers and
-// .ci/start-servers.sh), and so does SeaweedFS, a distributed store; real
-// AWS S3 runs when S3LOCK_TEST_BUCKET is set. gofakes3 runs a second time
-// serving random ETags, as S3 Express One Zone does, so nothing may assume
-// that an ETag is the MD5 of the body.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// ctEnv is one S3 endpoint and bucket under test.
-type ctEnv struct {
+// server is one S3 endpoint and bucket under test.
+type server struct {
 	name   string
 	bucket string
 	prefix string // in front of every key (unique per run on AWS)
@@ -53,80 +57,72 @@ type ctEnv struct {
 	randomETags bool
 }
 
-// ctMotoRace is why moto is flagged racyWrites.
-const ctMotoRace = "moto 5.2.1 checks If-Match/If-None-Match and then writes without a lock " +
-	"(moto/s3/responses.py put_object, threaded server), so two concurrent conditional PUTs can both succeed under load; " +
-	"no lock can be safe on it"
-
-// ctBackends lists the servers the contract runs against. start skips the
+// backends lists the servers the contract runs against. start skips the
 // test when the server is not available.
-var ctBackends = []struct {
+var backends = []struct {
 	name  string
-	start func(t *testing.T) *ctEnv
+	start func(t *testing.T) *server
 }{
-	{"gofakes3", func(t *testing.T) *ctEnv {
-		srv := s3locktest.New(t)
-		return &ctEnv{name: "gofakes3", bucket: srv.Bucket(), client: srv.Client}
+	{"gofakes3", func(t *testing.T) *server {
+		fake := s3locktest.New(t)
+		return &server{name: "gofakes3", bucket: fake.Bucket(), client: fake.Client}
 	}},
-	{"gofakes3-random-etags", func(t *testing.T) *ctEnv {
-		srv := s3locktest.New(t, s3locktest.WithRandomETags())
-		return &ctEnv{name: "gofakes3-random-etags", bucket: srv.Bucket(), client: srv.Client, randomETags: true}
+	{"gofakes3-random-etags", func(t *testing.T) *server {
+		fake := s3locktest.New(t, s3locktest.WithRandomETags())
+		return &server{name: "gofakes3-random-etags", bucket: fake.Bucket(), client: fake.Client, randomETags: true}
 	}},
-	{"versitygw", func(t *testing.T) *ctEnv { return ctFromServer(s3servers.Versitygw(t)) }},
-	{"seaweedfs", func(t *testing.T) *ctEnv { return ctFromServer(s3servers.SeaweedFS(t)) }},
-	{"moto", func(t *testing.T) *ctEnv {
-		e := ctFromServer(s3servers.Moto(t))
-		e.racyWrites = ctMotoRace
-		return e
+	{"versitygw", func(t *testing.T) *server { return external(s3servers.Versitygw(t)) }},
+	{"seaweedfs", func(t *testing.T) *server { return external(s3servers.SeaweedFS(t)) }},
+	{"moto", func(t *testing.T) *server {
+		srv := external(s3servers.Moto(t))
+		srv.racyWrites = s3servers.MotoRace
+		return srv
 	}},
-	{"aws", func(t *testing.T) *ctEnv { return ctFromServer(s3servers.AWS(t)) }},
+	{"aws", func(t *testing.T) *server { return external(s3servers.AWS(t)) }},
 }
 
-func ctFromServer(srv *s3servers.Server) *ctEnv {
-	return &ctEnv{name: srv.Name(), bucket: srv.Bucket(), prefix: srv.KeyPrefix(), client: srv.Client}
+// external wraps a server that runs outside the test binary (or AWS).
+func external(s *s3servers.Server) *server {
+	return &server{name: s.Name(), bucket: s.Bucket(), prefix: s.KeyPrefix(), client: s.Client}
 }
 
 // key returns a key unique to this test.
-func (e *ctEnv) key(t *testing.T) string {
-	return e.prefix + "contract/" + strings.ReplaceAll(t.Name(), "/", "_") + "-" + ctRandom(4)
+func (srv *server) key(t *testing.T) string {
+	return srv.prefix + "contract/" + strings.ReplaceAll(t.Name(), "/", "_") + "-" + randomHex(4)
 }
 
-// newMutex returns a Mutex on key with a client of its own.
-func (e *ctEnv) newMutex(t *testing.T, key string, opts ...s3lock.Option) *s3lock.Mutex {
+// newMutex returns a Mutex on key in the server's bucket that talks
+// through c (pass srv.client() for a client of its own).
+func (srv *server) newMutex(t *testing.T, c *s3.Client, key string, opts ...s3lock.Option) *s3lock.Mutex {
 	t.Helper()
-	return e.newMutexWith(t, e.client(), key, opts...)
-}
-
-func (e *ctEnv) newMutexWith(t *testing.T, c *s3.Client, key string, opts ...s3lock.Option) *s3lock.Mutex {
-	t.Helper()
-	m, err := s3lock.New(c, e.bucket, key, opts...)
+	m, err := s3lock.New(c, srv.bucket, key, opts...)
 	if err != nil {
 		t.Fatalf("New() = %v", err)
 	}
 	return m
 }
 
-// ctFacts collects, per backend, the observations that may differ between
+// factLog collects, per backend, the observations that may differ between
 // S3 implementations, for a summary at the end of TestContract.
-type ctFacts struct {
+type factLog struct {
 	mu    sync.Mutex // protects lines
 	lines map[string][]string
 }
 
-func (f *ctFacts) add(backend, format string, args ...any) {
+func (f *factLog) add(backend, format string, args ...any) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lines[backend] = append(f.lines[backend], fmt.Sprintf(format, args...))
 }
 
 func TestContract(t *testing.T) {
-	facts := &ctFacts{lines: map[string][]string{}}
+	facts := &factLog{lines: map[string][]string{}}
 	t.Run("backends", func(t *testing.T) {
-		for _, b := range ctBackends {
+		for _, b := range backends {
 			t.Run(b.name, func(t *testing.T) {
 				t.Parallel()
-				env := b.start(t)
-				ctRun(t, env, facts)
+				srv := b.start(t)
+				runAll(t, srv, facts)
 			})
 		}
 	})
@@ -145,53 +141,53 @@ func TestContract(t *testing.T) {
 	t.Logf("contract observations per backend:%s", sb.String())
 }
 
-// ctRun runs the contract subtests against env, one after another.
-func ctRun(t *testing.T, env *ctEnv, facts *ctFacts) {
-	t.Run("ExactlyOneWinner", func(t *testing.T) { ctExactlyOneWinner(t, env, facts) })
-	t.Run("TokenIncrements", func(t *testing.T) { ctTokenIncrements(t, env) })
-	t.Run("RequestCounts", func(t *testing.T) { ctRequestCounts(t, env, facts) })
-	t.Run("UnlockNotHeld", func(t *testing.T) { ctUnlockNotHeld(t, env) })
-	t.Run("LostRace", func(t *testing.T) { ctLostRace(t, env) })
-	t.Run("ExpiryTakeover", func(t *testing.T) { ctExpiryTakeover(t, env, facts) })
-	t.Run("InvalidObject", func(t *testing.T) { ctInvalidObject(t, env, facts) })
-	t.Run("MissingBucket", func(t *testing.T) { ctMissingBucket(t, env) })
-	t.Run("RawS3", func(t *testing.T) { ctRawS3(t, env, facts) })
-	t.Run("Probe", func(t *testing.T) { ctProbe(t, env, facts) })
+// runAll runs the contract subtests against srv, one after another.
+func runAll(t *testing.T, srv *server, facts *factLog) {
+	t.Run("ExactlyOneWinner", func(t *testing.T) { exactlyOneWinner(t, srv, facts) })
+	t.Run("TokenIncrements", func(t *testing.T) { tokenIncrements(t, srv) })
+	t.Run("RequestCounts", func(t *testing.T) { requestCounts(t, srv, facts) })
+	t.Run("UnlockNotHeld", func(t *testing.T) { unlockNotHeld(t, srv) })
+	t.Run("LostRace", func(t *testing.T) { lostRace(t, srv) })
+	t.Run("ExpiryTakeover", func(t *testing.T) { expiryTakeover(t, srv, facts) })
+	t.Run("InvalidObject", func(t *testing.T) { invalidObject(t, srv, facts) })
+	t.Run("MissingBucket", func(t *testing.T) { missingBucket(t, srv) })
+	t.Run("RawS3", func(t *testing.T) { rawS3(t, srv, facts) })
+	t.Run("Probe", func(t *testing.T) { probe(t, srv, facts) })
 }
 
-// ctProbe: the store probe passes (on a store known to race, a failure
+// probe: the store probe passes (on a store known to race, a failure
 // naming a race with two winners is reported, not failed).
-func ctProbe(t *testing.T, env *ctEnv, facts *ctFacts) {
+func probe(t *testing.T, srv *server, facts *factLog) {
 	start := time.Now()
-	err := s3lock.Probe(context.Background(), env.client(), env.bucket, env.key(t)+"/")
+	err := s3lock.Probe(context.Background(), srv.client(), srv.bucket, srv.key(t)+"/")
 	took := time.Since(start).Round(time.Millisecond)
 	var pe *s3lock.ProbeError
-	if err != nil && env.racyWrites != "" && errors.As(err, &pe) && strings.Contains(pe.Steps[len(pe.Steps)-1].Got, "winners") {
-		facts.add(env.name, "probe: failed after %v: %v", took, err)
-		t.Skipf("Probe() = %v: known store defect: %s", err, env.racyWrites)
+	if err != nil && srv.racyWrites != "" && errors.As(err, &pe) && strings.Contains(pe.Steps[len(pe.Steps)-1].Got, "winners") {
+		facts.add(srv.name, "probe: failed after %v: %v", took, err)
+		t.Skipf("Probe() = %v: known store defect: %s", err, srv.racyWrites)
 	}
 	if err != nil {
 		t.Fatalf("Probe() = %v; want nil", err)
 	}
 	t.Logf("Probe() passed in %v", took)
-	facts.add(env.name, "probe: passed in %v", took)
+	facts.add(srv.name, "probe: passed in %v", took)
 }
 
-// ctExactlyOneWinner: 16 Mutexes (each with its own client) call TryLock at
+// exactlyOneWinner: 16 Mutexes (each with its own client) call TryLock at
 // once, 25 rounds on gofakes3 and 4 elsewhere; exactly one wins, every other one gets a *LockedError naming the
 // winner's generation. Round 1 races If-None-Match on a missing object, the
 // later rounds If-Match on a free one.
-func ctExactlyOneWinner(t *testing.T, env *ctEnv, facts *ctFacts) {
+func exactlyOneWinner(t *testing.T, srv *server, facts *factLog) {
 	const contenders = 16
 	rounds := 4
-	if strings.HasPrefix(env.name, "gofakes3") {
+	if strings.HasPrefix(srv.name, "gofakes3") {
 		rounds = 25 // in-process and fast: race it harder
 	}
 	ctx := context.Background()
-	key := env.key(t)
+	key := srv.key(t)
 	ms := make([]*s3lock.Mutex, contenders)
 	for i := range ms {
-		ms[i] = env.newMutex(t, key, s3lock.WithOwner(fmt.Sprintf("c%d", i)))
+		ms[i] = srv.newMutex(t, srv.client(), key, s3lock.WithOwner(fmt.Sprintf("c%d", i)))
 	}
 	for round := 1; round <= rounds; round++ {
 		errs := make([]error, contenders)
@@ -214,9 +210,9 @@ func ctExactlyOneWinner(t *testing.T, env *ctEnv, facts *ctFacts) {
 			case err == nil:
 				if winner >= 0 {
 					msg := fmt.Sprintf("round %d: TryLock() = nil for both c%d and c%d; want exactly one winner", round, winner, i)
-					if env.racyWrites != "" {
-						facts.add(env.name, "TWO WINNERS (store race): %s", msg)
-						t.Skipf("%s: known store defect: %s", msg, env.racyWrites)
+					if srv.racyWrites != "" {
+						facts.add(srv.name, "TWO WINNERS (store race): %s", msg)
+						t.Skipf("%s: known store defect: %s", msg, srv.racyWrites)
 					}
 					t.Fatal(msg)
 				}
@@ -243,16 +239,16 @@ func ctExactlyOneWinner(t *testing.T, env *ctEnv, facts *ctFacts) {
 			t.Fatalf("round %d: Unlock() = %v", round, err)
 		}
 	}
-	facts.add(env.name, "%d rounds x %d concurrent TryLock: exactly one winner each", rounds, contenders)
+	facts.add(srv.name, "%d rounds x %d concurrent TryLock: exactly one winner each", rounds, contenders)
 }
 
-// ctTokenIncrements: create, release, reacquire by another Mutex and by the
+// tokenIncrements: create, release, reacquire by another Mutex and by the
 // first again: the fencing token goes 1, 2, 3.
-func ctTokenIncrements(t *testing.T, env *ctEnv) {
+func tokenIncrements(t *testing.T, srv *server) {
 	ctx := context.Background()
-	key := env.key(t)
-	a := env.newMutex(t, key, s3lock.WithOwner("a"))
-	b := env.newMutex(t, key, s3lock.WithOwner("b"))
+	key := srv.key(t)
+	a := srv.newMutex(t, srv.client(), key, s3lock.WithOwner("a"))
+	b := srv.newMutex(t, srv.client(), key, s3lock.WithOwner("b"))
 	for i, m := range []*s3lock.Mutex{a, b, a} {
 		if err := m.TryLock(ctx); err != nil {
 			t.Fatalf("step %d: %s.TryLock() = %v; want nil", i, m.Owner(), err)
@@ -269,10 +265,10 @@ func ctTokenIncrements(t *testing.T, env *ctEnv) {
 	}
 }
 
-// ctCounter counts the HTTP requests a client sends, by method, at the
+// counter counts the HTTP requests a client sends, by method, at the
 // HTTP layer (below the SDK, so retries count too), and remembers when the
 // last successful PUT was sent.
-type ctCounter struct {
+type counter struct {
 	inner s3.HTTPClient
 
 	mu          sync.Mutex // protects the fields below
@@ -280,16 +276,16 @@ type ctCounter struct {
 	lastPutSent time.Time
 }
 
-func ctCounting() *ctCounter { return &ctCounter{counts: map[string]int{}} }
+func newCounter() *counter { return &counter{counts: map[string]int{}} }
 
 // install is an s3 option function that puts c in front of the client's
 // HTTP client.
-func (c *ctCounter) install(o *s3.Options) {
+func (c *counter) install(o *s3.Options) {
 	c.inner = o.HTTPClient
 	o.HTTPClient = c
 }
 
-func (c *ctCounter) Do(r *http.Request) (*http.Response, error) {
+func (c *counter) Do(r *http.Request) (*http.Response, error) {
 	sent := time.Now()
 	c.mu.Lock()
 	c.counts[r.Method]++
@@ -304,7 +300,7 @@ func (c *ctCounter) Do(r *http.Request) (*http.Response, error) {
 }
 
 // take returns the counts since the last take and resets them.
-func (c *ctCounter) take() map[string]int {
+func (c *counter) take() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	got := c.counts
@@ -312,13 +308,13 @@ func (c *ctCounter) take() map[string]int {
 	return got
 }
 
-func (c *ctCounter) putSent() time.Time {
+func (c *counter) putSent() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.lastPutSent
 }
 
-func ctTotal(m map[string]int) int {
+func total(m map[string]int) int {
 	n := 0
 	for _, v := range m {
 		n += v
@@ -326,15 +322,15 @@ func ctTotal(m map[string]int) int {
 	return n
 }
 
-// ctRequestCounts: the cost of the protocol in requests, counted at the
+// requestCounts: the cost of the protocol in requests, counted at the
 // HTTP layer. Cold acquire of a missing key: GET + PUT. Release: one PUT.
 // Warm cycle (same Mutex, lock still free): exactly 2 PUTs, no GET. First
 // acquire by another Mutex of a free object: GET + PUT.
-func ctRequestCounts(t *testing.T, env *ctEnv, facts *ctFacts) {
+func requestCounts(t *testing.T, srv *server, facts *factLog) {
 	ctx := context.Background()
-	key := env.key(t)
-	ca := ctCounting()
-	a := env.newMutexWith(t, env.client(ca.install), key)
+	key := srv.key(t)
+	ca := newCounter()
+	a := srv.newMutex(t, srv.client(ca.install), key)
 
 	check := func(step string, got map[string]int, want map[string]int) {
 		t.Helper()
@@ -361,8 +357,8 @@ func ctRequestCounts(t *testing.T, env *ctEnv, facts *ctFacts) {
 		check(fmt.Sprintf("warm cycle %d", i), ca.take(), map[string]int{"PUT": 2})
 	}
 
-	cb := ctCounting()
-	b := env.newMutexWith(t, env.client(cb.install), key)
+	cb := newCounter()
+	b := srv.newMutex(t, srv.client(cb.install), key)
 	if err := b.TryLock(ctx); err != nil {
 		t.Fatalf("b.TryLock() = %v", err)
 	}
@@ -377,24 +373,24 @@ func ctRequestCounts(t *testing.T, env *ctEnv, facts *ctFacts) {
 		t.Fatalf("a.TryLock() over a stale free record = %v", err)
 	}
 	stale := ca.take()
-	if ctTotal(stale) > 3 {
+	if total(stale) > 3 {
 		t.Errorf("acquire over a stale free record: requests = %v; want at most 3", stale)
 	}
 	if err := a.Unlock(ctx); err != nil {
 		t.Fatalf("a.Unlock() = %v", err)
 	}
-	facts.add(env.name, "requests: cold acquire %v, warm cycle 2 PUT, first acquire of free object %v, stale warm attempt %v", cold, first, stale)
+	facts.add(srv.name, "requests: cold acquire %v, warm cycle 2 PUT, first acquire of free object %v, stale warm attempt %v", cold, first, stale)
 }
 
-// ctUnlockNotHeld: Unlock without a hold, or by a Mutex that is not the
+// unlockNotHeld: Unlock without a hold, or by a Mutex that is not the
 // holder, returns ErrNotHeld, sends nothing, and leaves the holder's lock
 // in place.
-func ctUnlockNotHeld(t *testing.T, env *ctEnv) {
+func unlockNotHeld(t *testing.T, srv *server) {
 	ctx := context.Background()
-	key := env.key(t)
-	a := env.newMutex(t, key, s3lock.WithOwner("a"))
-	cb := ctCounting()
-	b := env.newMutexWith(t, env.client(cb.install), key, s3lock.WithOwner("b"))
+	key := srv.key(t)
+	a := srv.newMutex(t, srv.client(), key, s3lock.WithOwner("a"))
+	cb := newCounter()
+	b := srv.newMutex(t, srv.client(cb.install), key, s3lock.WithOwner("b"))
 	if err := b.Unlock(ctx); !errors.Is(err, s3lock.ErrNotHeld) {
 		t.Errorf("Unlock() before any lock = %v; want ErrNotHeld", err)
 	}
@@ -404,10 +400,10 @@ func ctUnlockNotHeld(t *testing.T, env *ctEnv) {
 	if err := b.Unlock(ctx); !errors.Is(err, s3lock.ErrNotHeld) {
 		t.Errorf("b.Unlock() while a holds = %v; want ErrNotHeld", err)
 	}
-	if got := cb.take(); ctTotal(got) != 0 {
+	if got := cb.take(); total(got) != 0 {
 		t.Errorf("b.Unlock() without a hold sent requests %v; want none", got)
 	}
-	c := env.newMutex(t, key, s3lock.WithOwner("c"))
+	c := srv.newMutex(t, srv.client(), key, s3lock.WithOwner("c"))
 	var le *s3lock.LockedError
 	if err := c.TryLock(ctx); !errors.As(err, &le) || le.Owner != "a" {
 		t.Errorf("c.TryLock() after b's Unlock = %v; want *LockedError owned by a", err)
@@ -420,13 +416,13 @@ func ctUnlockNotHeld(t *testing.T, env *ctEnv) {
 	}
 }
 
-// ctLostRace: TryLock against a holder returns a *LockedError carrying the
+// lostRace: TryLock against a holder returns a *LockedError carrying the
 // holder's owner and generation and when the hold can expire.
-func ctLostRace(t *testing.T, env *ctEnv) {
+func lostRace(t *testing.T, srv *server) {
 	ctx := context.Background()
-	key := env.key(t)
-	a := env.newMutex(t, key, s3lock.WithOwner("holder-a"), s3lock.WithTTL(time.Minute))
-	b := env.newMutex(t, key, s3lock.WithOwner("b"))
+	key := srv.key(t)
+	a := srv.newMutex(t, srv.client(), key, s3lock.WithOwner("holder-a"), s3lock.WithTTL(time.Minute))
+	b := srv.newMutex(t, srv.client(), key, s3lock.WithOwner("b"))
 	if err := a.TryLock(ctx); err != nil {
 		t.Fatalf("a.TryLock() = %v", err)
 	}
@@ -449,19 +445,19 @@ func ctLostRace(t *testing.T, env *ctEnv) {
 	}
 }
 
-// ctExpiryTakeover: a hold that is neither renewed nor released is taken
+// expiryTakeover: a hold that is neither renewed nor released is taken
 // over once its TTL has passed, never before: the contender's winning PUT
 // is sent at least TTL after the holder's acquire returned (both by this
 // process's monotonic clock), and the holder's context is cancelled by
 // then. The takeover gets the next fencing token, and the old holder's
 // Unlock reports ErrLeaseLost.
-func ctExpiryTakeover(t *testing.T, env *ctEnv, facts *ctFacts) {
+func expiryTakeover(t *testing.T, srv *server, facts *factLog) {
 	const ttl = time.Second
 	ctx := context.Background()
-	key := env.key(t)
-	a := env.newMutex(t, key, s3lock.WithOwner("a"), s3lock.WithTTL(ttl))
-	cb := ctCounting()
-	b := env.newMutexWith(t, env.client(cb.install), key, s3lock.WithOwner("b"), s3lock.WithTTL(ttl),
+	key := srv.key(t)
+	a := srv.newMutex(t, srv.client(), key, s3lock.WithOwner("a"), s3lock.WithTTL(ttl))
+	cb := newCounter()
+	b := srv.newMutex(t, srv.client(cb.install), key, s3lock.WithOwner("b"), s3lock.WithTTL(ttl),
 		s3lock.WithRetryInterval(100*time.Millisecond))
 	if err := a.TryLock(ctx); err != nil {
 		t.Fatalf("a.TryLock() = %v", err)
@@ -494,25 +490,25 @@ func ctExpiryTakeover(t *testing.T, env *ctEnv, facts *ctFacts) {
 		t.Errorf("b.Unlock() = %v", err)
 	}
 	t.Logf("TTL %v: takeover PUT sent %v after the holder's acquire; Lock returned after %v", ttl, putGap.Round(time.Millisecond), took.Round(time.Millisecond))
-	facts.add(env.name, "expiry: TTL %v, takeover PUT sent %v after acquire (Lock returned at %v)", ttl, putGap.Round(time.Millisecond), took.Round(time.Millisecond))
+	facts.add(srv.name, "expiry: TTL %v, takeover PUT sent %v after acquire (Lock returned at %v)", ttl, putGap.Round(time.Millisecond), took.Round(time.Millisecond))
 }
 
-// ctInvalidObject: an object at the key that is not an s3lock record counts
+// invalidObject: an object at the key that is not an s3lock record counts
 // as held (ErrLocked and ErrInvalidLockObject), and is taken over only
 // after it is older than the contender's TTL.
-func ctInvalidObject(t *testing.T, env *ctEnv, facts *ctFacts) {
+func invalidObject(t *testing.T, srv *server, facts *factLog) {
 	const ttl = time.Second
 	ctx := context.Background()
-	key := env.key(t)
-	raw := env.client()
+	key := srv.key(t)
+	raw := srv.client()
 	if _, err := raw.PutObject(ctx, &s3.PutObjectInput{
-		Bucket: aws.String(env.bucket), Key: aws.String(key), Body: strings.NewReader("this is not a lock record"),
+		Bucket: aws.String(srv.bucket), Key: aws.String(key), Body: strings.NewReader("this is not a lock record"),
 	}); err != nil {
 		t.Fatalf("PutObject() = %v", err)
 	}
 	planted := time.Now()
-	cm := ctCounting()
-	m := env.newMutexWith(t, env.client(cm.install), key, s3lock.WithTTL(ttl), s3lock.WithRetryInterval(100*time.Millisecond))
+	cm := newCounter()
+	m := srv.newMutex(t, srv.client(cm.install), key, s3lock.WithTTL(ttl), s3lock.WithRetryInterval(100*time.Millisecond))
 	err := m.TryLock(ctx)
 	var le *s3lock.LockedError
 	if !errors.Is(err, s3lock.ErrLocked) || !errors.Is(err, s3lock.ErrInvalidLockObject) || !errors.As(err, &le) || le.Invalid == nil {
@@ -533,15 +529,15 @@ func ctInvalidObject(t *testing.T, env *ctEnv, facts *ctFacts) {
 	if err := m.Unlock(ctx); err != nil {
 		t.Errorf("Unlock() = %v", err)
 	}
-	facts.add(env.name, "invalid object: ErrLocked+ErrInvalidLockObject, taken over %v after it was written", gap.Round(time.Millisecond))
+	facts.add(srv.name, "invalid object: ErrLocked+ErrInvalidLockObject, taken over %v after it was written", gap.Round(time.Millisecond))
 }
 
-// ctMissingBucket: TryLock and Lock on a bucket that does not exist fail
+// missingBucket: TryLock and Lock on a bucket that does not exist fail
 // at once with ErrBucketNotFound.
-func ctMissingBucket(t *testing.T, env *ctEnv) {
+func missingBucket(t *testing.T, srv *server) {
 	ctx := context.Background()
-	bucket := "s3lock-missing-" + ctRandom(10)
-	m, err := s3lock.New(env.client(), bucket, env.key(t))
+	bucket := "s3lock-missing-" + randomHex(10)
+	m, err := s3lock.New(srv.client(), bucket, srv.key(t))
 	if err != nil {
 		t.Fatalf("New() = %v", err)
 	}
@@ -555,13 +551,13 @@ func ctMissingBucket(t *testing.T, env *ctEnv) {
 	}
 }
 
-// ctRawS3 checks the S3 behaviour the protocol relies on, with plain SDK
+// rawS3 checks the S3 behaviour the protocol relies on, with plain SDK
 // calls, and records what differs between implementations.
-func ctRawS3(t *testing.T, env *ctEnv, facts *ctFacts) {
+func rawS3(t *testing.T, srv *server, facts *factLog) {
 	ctx := context.Background()
-	c := env.client()
-	bucket := aws.String(env.bucket)
-	key := env.key(t)
+	c := srv.client()
+	bucket := aws.String(srv.bucket)
+	key := srv.key(t)
 	put := func(body string, mod func(*s3.PutObjectInput)) (*s3.PutObjectOutput, error) {
 		in := &s3.PutObjectInput{Bucket: bucket, Key: aws.String(key), Body: strings.NewReader(body)}
 		if mod != nil {
@@ -576,18 +572,18 @@ func ctRawS3(t *testing.T, env *ctEnv, facts *ctFacts) {
 
 	// GET of a missing key: 404 NoSuchKey.
 	_, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: bucket, Key: aws.String(key)})
-	if ctStatus(err) != http.StatusNotFound {
+	if httpStatus(err) != http.StatusNotFound {
 		t.Errorf("GetObject(missing key) = %v; want 404", err)
 	}
-	getMissing := ctDescribe(err)
+	getMissing := describe(err)
 
 	// If-Match on a missing key: AWS answers 404, gofakes3 412; s3lock
 	// treats both as "someone else changed it".
 	_, err = put("x", ifMatch(`"0123456789abcdef0123456789abcdef"`))
-	if s := ctStatus(err); s != http.StatusNotFound && s != http.StatusPreconditionFailed {
+	if s := httpStatus(err); s != http.StatusNotFound && s != http.StatusPreconditionFailed {
 		t.Errorf("PutObject(If-Match, missing key) = %v; want 404 or 412", err)
 	}
-	ifMatchMissing := ctDescribe(err)
+	ifMatchMissing := describe(err)
 
 	// If-None-Match: * twice: the second is refused with 412.
 	first, err := put("body-1", ifNoneMatch)
@@ -595,18 +591,18 @@ func ctRawS3(t *testing.T, env *ctEnv, facts *ctFacts) {
 		t.Fatalf("PutObject(If-None-Match: *) on a missing key = %v", err)
 	}
 	_, err = put("body-2", ifNoneMatch)
-	if ctStatus(err) != http.StatusPreconditionFailed {
+	if httpStatus(err) != http.StatusPreconditionFailed {
 		t.Errorf("second PutObject(If-None-Match: *) = %v; want 412", err)
 	}
-	ifNoneMatchAgain := ctDescribe(err)
+	ifNoneMatchAgain := describe(err)
 
 	// If-Match with a wrong ETag: 412, and nothing written.
 	_, err = put("body-3", ifMatch(`"0123456789abcdef0123456789abcdef"`))
-	if ctStatus(err) != http.StatusPreconditionFailed {
+	if httpStatus(err) != http.StatusPreconditionFailed {
 		t.Errorf("PutObject(If-Match: wrong etag) = %v; want 412", err)
 	}
-	ifMatchWrong := ctDescribe(err)
-	if got := ctGetBody(t, c, env.bucket, key); got != "body-1" {
+	ifMatchWrong := describe(err)
+	if got := getBody(t, c, srv.bucket, key); got != "body-1" {
 		t.Errorf("body after refused writes = %q; want %q", got, "body-1")
 	}
 
@@ -617,8 +613,8 @@ func ctRawS3(t *testing.T, env *ctEnv, facts *ctFacts) {
 		t.Fatalf("PutObject(If-Match: current etag) = %v", err)
 	}
 	// (Or not: where ETags are random, as on S3 Express, they differ.)
-	if same := aws.ToString(second.ETag) == aws.ToString(first.ETag); same == env.randomETags {
-		t.Errorf("identical bodies got ETags %s and %s: equal is %v; want %v", aws.ToString(first.ETag), aws.ToString(second.ETag), same, !env.randomETags)
+	if same := aws.ToString(second.ETag) == aws.ToString(first.ETag); same == srv.randomETags {
+		t.Errorf("identical bodies got ETags %s and %s: equal is %v; want %v", aws.ToString(first.ETag), aws.ToString(second.ETag), same, !srv.randomETags)
 	}
 	third, err := put("body-4", ifMatch(aws.ToString(second.ETag)))
 	if err != nil {
@@ -629,7 +625,7 @@ func ctRawS3(t *testing.T, env *ctEnv, facts *ctFacts) {
 	}
 	// The old ETag no longer matches.
 	_, err = put("body-5", ifMatch(aws.ToString(second.ETag)))
-	if ctStatus(err) != http.StatusPreconditionFailed {
+	if httpStatus(err) != http.StatusPreconditionFailed {
 		t.Errorf("PutObject(If-Match: superseded etag) = %v; want 412", err)
 	}
 
@@ -646,7 +642,7 @@ func ctRawS3(t *testing.T, env *ctEnv, facts *ctFacts) {
 	if aws.ToString(out.ETag) != aws.ToString(third.ETag) {
 		t.Errorf("GetObject() ETag = %s; want %s (from the PUT)", aws.ToString(out.ETag), aws.ToString(third.ETag))
 	}
-	date := ctResponseDate(out.ResultMetadata)
+	date := responseDate(out.ResultMetadata)
 	if date.IsZero() {
 		t.Errorf("GetObject() has no Date header")
 	}
@@ -660,38 +656,38 @@ func ctRawS3(t *testing.T, env *ctEnv, facts *ctFacts) {
 	if gerr == nil {
 		kept.Body.Close()
 	}
-	deleteWrong := ctDescribe(derr)
-	if gerr != nil && ctStatus(gerr) == http.StatusNotFound {
+	deleteWrong := describe(derr)
+	if gerr != nil && httpStatus(gerr) == http.StatusNotFound {
 		deleteWrong += ", object deleted anyway"
 	} else {
 		deleteWrong += ", object kept"
 	}
 
 	// Concurrent conditional PUTs: exactly one of them may succeed.
-	multi := ctRawRace(t, env)
+	multi := rawRace(t, srv)
 
 	summary := fmt.Sprintf("raw S3: GET missing=%s; If-Match missing key=%s; If-None-Match again=%s; If-Match wrong=%s; identical body same ETag=%v; Date-LastModified=%v; DELETE If-Match wrong=%s",
 		getMissing, ifMatchMissing, ifNoneMatchAgain, ifMatchWrong, aws.ToString(first.ETag) == aws.ToString(second.ETag), dateLag, deleteWrong)
 	summary += "; racing conditional PUTs: " + multi
 	t.Log(summary)
-	facts.add(env.name, "%s", summary)
+	facts.add(srv.name, "%s", summary)
 }
 
-// ctRawRace races 16 conditional PUTs on one key, several rounds each for
+// rawRace races 16 conditional PUTs on one key, several rounds each for
 // If-None-Match: * (absent key) and If-Match (same current ETag), and
 // checks that exactly one wins each round. It returns a summary.
-func ctRawRace(t *testing.T, env *ctEnv) string {
+func rawRace(t *testing.T, srv *server) string {
 	const racers, rounds = 16, 5
 	ctx := context.Background()
-	c := env.client()
+	c := srv.client()
 	var parts []string
 	for _, mode := range []string{"If-None-Match", "If-Match"} {
 		bad := 0
 		for round := range rounds {
-			key := env.key(t) + fmt.Sprintf("-%s-%d", mode, round)
+			key := srv.key(t) + fmt.Sprintf("-%s-%d", mode, round)
 			var etag *string
 			if mode == "If-Match" {
-				out, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(env.bucket), Key: aws.String(key), Body: strings.NewReader("base")})
+				out, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(srv.bucket), Key: aws.String(key), Body: strings.NewReader("base")})
 				if err != nil {
 					t.Fatalf("PutObject() = %v", err)
 				}
@@ -705,7 +701,7 @@ func ctRawRace(t *testing.T, env *ctEnv) string {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					in := &s3.PutObjectInput{Bucket: aws.String(env.bucket), Key: aws.String(key), Body: strings.NewReader(fmt.Sprintf("racer %d", i))}
+					in := &s3.PutObjectInput{Bucket: aws.String(srv.bucket), Key: aws.String(key), Body: strings.NewReader(fmt.Sprintf("racer %d", i))}
 					if etag != nil {
 						in.IfMatch = etag
 					} else {
@@ -722,15 +718,15 @@ func ctRawRace(t *testing.T, env *ctEnv) string {
 			for i, w := range wins {
 				if w {
 					n++
-				} else if s := ctStatus(errs[i]); s != http.StatusPreconditionFailed && s != http.StatusConflict {
+				} else if s := httpStatus(errs[i]); s != http.StatusPreconditionFailed && s != http.StatusConflict {
 					t.Errorf("%s racer %d: PutObject() = %v; want success, 412 or 409", mode, i, errs[i])
 				}
 			}
 			if n != 1 {
 				bad++
 				msg := fmt.Sprintf("%s round %d: %d of %d racing PUTs succeeded; want exactly 1", mode, round, n, racers)
-				if env.racyWrites != "" && n > 1 {
-					t.Logf("%s (known store defect: %s)", msg, env.racyWrites)
+				if srv.racyWrites != "" && n > 1 {
+					t.Logf("%s (known store defect: %s)", msg, srv.racyWrites)
 				} else {
 					t.Error(msg)
 				}
@@ -741,7 +737,7 @@ func ctRawRace(t *testing.T, env *ctEnv) string {
 	return strings.Join(parts, ", ")
 }
 
-func ctGetBody(t *testing.T, c *s3.Client, bucket, key string) string {
+func getBody(t *testing.T, c *s3.Client, bucket, key string) string {
 	t.Helper()
 	out, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	if err != nil {
@@ -755,8 +751,8 @@ func ctGetBody(t *testing.T, c *s3.Client, bucket, key string) string {
 	return buf.String()
 }
 
-// ctStatus returns the HTTP status of an SDK error (0 when none).
-func ctStatus(err error) int {
+// httpStatus returns the HTTP status of an SDK error (0 when none).
+func httpStatus(err error) int {
 	var re *awshttp.ResponseError
 	if errors.As(err, &re) {
 		return re.HTTPStatusCode()
@@ -764,8 +760,8 @@ func ctStatus(err error) int {
 	return 0
 }
 
-// ctDescribe renders an SDK error as "status code" ("ok" for nil).
-func ctDescribe(err error) string {
+// describe renders an SDK error as "status code" ("ok" for nil).
+func describe(err error) string {
 	if err == nil {
 		return "ok"
 	}
@@ -774,10 +770,10 @@ func ctDescribe(err error) string {
 	if errors.As(err, &ae) {
 		code = ae.ErrorCode()
 	}
-	return fmt.Sprintf("%d %s", ctStatus(err), code)
+	return fmt.Sprintf("%d %s", httpStatus(err), code)
 }
 
-func ctResponseDate(md middleware.Metadata) time.Time {
+func responseDate(md middleware.Metadata) time.Time {
 	raw, ok := awsmiddleware.GetRawResponse(md).(*smithyhttp.Response)
 	if !ok || raw == nil {
 		return time.Time{}
@@ -789,64 +785,8 @@ func ctResponseDate(md middleware.Metadata) time.Time {
 	return d
 }
 
-func ctRandom(n int) string {
+func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// ctChurnS3 is a real S3 client that lets another Mutex take and release
-// the lock right before each of our PutObject calls, so every conditional
-// write of ours loses its race and the re-read finds the lock free again.
-type ctChurnS3 struct {
-	s3lock.S3API
-	other *s3lock.Mutex
-	t     *testing.T
-	puts  int
-}
-
-func (c *ctChurnS3) PutObject(ctx context.Context, in *s3.PutObjectInput, optFns ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
-	c.puts++
-	if err := c.other.TryLock(ctx); err != nil {
-		c.t.Errorf("other.TryLock() = %v", err)
-	} else if err := c.other.Unlock(ctx); err != nil {
-		c.t.Errorf("other.Unlock() = %v", err)
-	}
-	return c.S3API.PutObject(ctx, in, optFns...)
-}
-
-// TestTryLockLosingEveryRaceReportsErrLocked: when TryLock loses every
-// conditional write to other owners (each time finding the lock free again
-// on re-read), it must still report contention as ErrLocked: TryLock's
-// contract is nil, a *LockedError, or an error from S3 or ctx. Under heavy
-// churn (seen on moto in TestLinearizability) it instead returns
-// "gave up after 5 conflicting writes", which matches no sentinel.
-func TestTryLockLosingEveryRaceReportsErrLocked(t *testing.T) {
-	srv := s3locktest.New(t)
-	ctx := context.Background()
-	const key = "contract/churn"
-	other, err := s3lock.New(srv.Client(), srv.Bucket(), key, s3lock.WithOwner("other"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Leave a free record at the key.
-	if err := other.TryLock(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := other.Unlock(ctx); err != nil {
-		t.Fatal(err)
-	}
-	churn := &ctChurnS3{S3API: srv.Client(), other: other, t: t}
-	m, err := s3lock.New(churn, srv.Bucket(), key, s3lock.WithOwner("loser"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = m.TryLock(ctx)
-	if err == nil {
-		t.Fatalf("TryLock() = nil after losing every race; want ErrLocked")
-	}
-	t.Logf("TryLock() after losing %d races: %v", churn.puts, err)
-	if !errors.Is(err, s3lock.ErrLocked) {
-		t.Errorf("TryLock() = %v; want an error matching ErrLocked (the lock kept being taken by others)", err)
-	}
 }
