@@ -683,3 +683,74 @@ func TestTakeBackRestartsContendersWatch(t *testing.T) {
 	}
 	_ = m.Unlock(ctx)
 }
+
+// TestLockGivesUpSayingWhy (item 6): when Lock's context ends while
+// someone else holds the lock, its error matches the context's error and
+// ErrLocked, and names the holder through *LockedError; when S3 cannot be
+// reached, it matches the context's error and ErrUnavailable.
+func TestLockGivesUpSayingWhy(t *testing.T) {
+	ctx := context.Background()
+	t.Run("held", func(t *testing.T) {
+		srv := s3locktest.New(t)
+		holder := newMutex(t, srv.Client(), srv.Bucket(), "locks/why", s3lock.WithOwner("the-holder"))
+		if err := holder.TryLock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer holder.Unlock(ctx)
+		m := newMutex(t, srv.Client(), srv.Bucket(), "locks/why")
+		for _, end := range []struct {
+			name string
+			ctx  func() (context.Context, context.CancelFunc)
+			want error
+		}{
+			{"deadline", func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 300*time.Millisecond) }, context.DeadlineExceeded},
+			{"cancel", func() (context.Context, context.CancelFunc) {
+				c, cancel := context.WithCancel(ctx)
+				time.AfterFunc(300*time.Millisecond, cancel)
+				return c, cancel
+			}, context.Canceled},
+		} {
+			lctx, cancel := end.ctx()
+			err := m.Lock(lctx)
+			cancel()
+			var le *s3lock.LockedError
+			if !errors.Is(err, end.want) || !errors.Is(err, s3lock.ErrLocked) || !errors.As(err, &le) || le.Owner != "the-holder" {
+				t.Errorf("%s: Lock() = %v; want it to match %v and ErrLocked, with a LockedError naming the-holder", end.name, err, end.want)
+			}
+		}
+	})
+	t.Run("unreachable", func(t *testing.T) {
+		srv := s3locktest.New(t)
+		fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
+		fa.Partition(time.Hour)
+		m := newMutex(t, srv.FaultyClient(fa), srv.Bucket(), "locks/why-unreachable", s3lock.WithRetryInterval(50*time.Millisecond))
+		lctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		err := m.Lock(lctx)
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, s3lock.ErrUnavailable) || errors.Is(err, s3lock.ErrLocked) {
+			t.Errorf("Lock() against an unreachable S3 = %v; want DeadlineExceeded and ErrUnavailable, not ErrLocked", err)
+		}
+	})
+}
+
+// TestWritersDropUnknownFields (record rule 2): a record that carries a
+// field this version does not know is read as usual, and the next write
+// (a grant) carries only this version's fields.
+func TestWritersDropUnknownFields(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "locks/rule2"
+	body := `{"s3lock":1,"state":"free","owner":"o","nonce":"n","generation":3,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00Z","later_hint":{"x":1}}`
+	if err := srv.PutObject(ctx, key, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	m := newMutex(t, srv.Client(), srv.Bucket(), key)
+	if err := m.TryLock(ctx); err != nil {
+		t.Fatalf("TryLock() over a record with an unknown field = %v; want nil", err)
+	}
+	defer m.Unlock(ctx)
+	rec, _ := rawRecord(t, srv, key)
+	if _, ok := rec["later_hint"]; ok || rec["generation"] != float64(4) {
+		t.Errorf("record after the grant = %v; want generation 4 and no later_hint", rec)
+	}
+}

@@ -23,10 +23,16 @@ func TestWaiterReservesOncePassedOver(t *testing.T) {
 		t.Fatal("decide reserves at first sight of a hold; want it to wait to be passed over")
 	}
 	// A grant went to someone else, whose record says it waited for
-	// nothing: reserve.
+	// nothing: reserve, after a random pause of at most a unit and a
+	// second look at the same version, so that waiters that became
+	// eligible together do not all write.
 	w.decide(heldSnap("b", 6, 0, now.Add(time.Millisecond)), &LockedError{})
+	if w.reserve || w.settle > w.unit() {
+		t.Fatalf("first decide once passed over: reserve %v, settle %v; want a pause of at most %v first", w.reserve, w.settle, w.unit())
+	}
+	w.decide(heldSnap("b", 6, 0, now.Add(2*time.Millisecond)), &LockedError{})
 	if !w.reserve {
-		t.Fatalf("decide after being passed over: reserve = false; want true (age %d)", w.age(6))
+		t.Fatalf("decide after being passed over and settling: reserve = false; want true (age %d)", w.age(6))
 	}
 	// A holder that waited 3 grants itself: the queue works, no need yet.
 	_, w2 := queueFixture(10*time.Millisecond, 500*time.Millisecond)
@@ -38,6 +44,7 @@ func TestWaiterReservesOncePassedOver(t *testing.T) {
 	for g := uint64(7); g <= 9; g++ {
 		w2.decide(heldSnap("c", g, 3, now), &LockedError{})
 	}
+	w2.decide(heldSnap("c", 9, 3, now), &LockedError{})
 	if !w2.reserve {
 		t.Errorf("decide at age %d with holders that waited 3: reserve = false; want true", w2.age(9))
 	}

@@ -2,6 +2,7 @@ package s3lock
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 )
 
@@ -113,8 +114,13 @@ const reservationTTL = 2 * time.Second
 // when one Mutex keeps re-taking its own free record, its records say it
 // waited for nothing, and the first waiter passed over reserves.
 func reserveAge(rec *record) uint64 {
-	return 2 + min(rec.Waited, maxDeferRank)
+	return 2 + min(rec.Waited, maxQueue)
 }
+
+// maxQueue bounds the queue length a record's Waited can make a waiter
+// assume before it reserves (a hostile Waited lasts one grant: the next
+// holder writes at most one more than it waited itself).
+const maxQueue = 64
 
 // pacing is what a Mutex remembers between Lock calls to pace its polls.
 // It is protected by leaseManager.mu.
@@ -167,6 +173,10 @@ type waiter struct {
 	rank      int64         // polls of a held lock: grants ahead of us (<= 0: next)
 	reserved  bool          // the held record names this waiter as Next
 	reserve   bool          // reserve the next turn in the held record polled
+	// A waiter eligible to reserve first waits settle, then reserves if
+	// the held record, still at settleETag, names nobody.
+	settleETag string
+	settle     time.Duration
 }
 
 func (lm *leaseManager) newWaiter(interval time.Duration) *waiter {
@@ -218,7 +228,7 @@ func (lm *leaseManager) takeFree(w *waiter) *snapshot {
 func (w *waiter) decide(s *snapshot, le *LockedError) (claim bool, waited uint64) {
 	gen := s.generation()
 	w.observe(s, gen)
-	w.deferred, w.reserve, w.reserved = false, false, false
+	w.deferred, w.reserve, w.reserved, w.settle = false, false, false, 0
 	if le != nil {
 		w.sawHeld = true
 		if s.rec == nil {
@@ -244,8 +254,15 @@ func (w *waiter) decide(s *snapshot, le *LockedError) (claim bool, waited uint64
 			// Another waiter is next; an older one may take its place.
 			w.rank = max(w.rank, 1)
 			w.reserve = age > s.rec.NextWaited && age >= reserveAge(s.rec)
-		default:
-			w.reserve = age >= reserveAge(s.rec)
+		case age >= reserveAge(s.rec) && w.settleETag == s.etag:
+			w.reserve = true
+		case age >= reserveAge(s.rec):
+			// Waiters that arrived together become eligible together:
+			// look again after a random part of a few round trips, and
+			// reserve then only if nobody has, so that one PUT is sent
+			// rather than one per waiter.
+			w.settleETag = s.etag
+			w.settle = time.Duration(rand.Int64N(int64(w.unit()) + 1))
 		}
 		return false, 0
 	}
@@ -428,6 +445,8 @@ func (w *waiter) pollIn(interval time.Duration) time.Duration {
 	switch {
 	case w.deferred:
 		return max(min(interval, w.deferLeft), minPoll)
+	case w.settle > 0:
+		return max(min(interval, w.settle), minPoll)
 	case w.rank <= 0:
 		limit := interval
 		if w.reserved {
