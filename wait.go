@@ -160,10 +160,10 @@ type waiter struct {
 	rank      int64         // polls of a held lock: grants ahead of us (<= 0: next)
 	reserved  bool          // the held record names this waiter as Next
 	reserve   bool          // reserve the next turn in the held record polled
-	// A waiter eligible to reserve first waits settle, then reserves if
-	// the held record, still at settleETag, names nobody.
-	settleETag string
-	settle     time.Duration
+	// A waiter eligible to reserve first waits settle, then (settled)
+	// reserves if the held record it finds then names nobody.
+	settled bool
+	settle  time.Duration
 }
 
 func (lm *leaseManager) newWaiter(interval time.Duration) *waiter {
@@ -241,14 +241,14 @@ func (w *waiter) decide(s *snapshot, le *LockedError) (claim bool, waited uint64
 			// Another waiter is next; an older one may take its place.
 			w.rank = max(w.rank, 1)
 			w.reserve = age > s.rec.NextWaited && age >= reserveAge(s.rec)
-		case age >= reserveAge(s.rec) && w.settleETag == s.etag:
-			w.reserve = true
+		case age >= reserveAge(s.rec) && w.settled:
+			w.reserve, w.settled = true, false
 		case age >= reserveAge(s.rec):
 			// Waiters that arrived together become eligible together:
 			// look again after a random part of a few round trips, and
 			// reserve then only if nobody has, so that one PUT is sent
 			// rather than one per waiter.
-			w.settleETag = s.etag
+			w.settled = true
 			w.settle = time.Duration(rand.Int64N(int64(w.unit()) + 1))
 		}
 		return false, 0
