@@ -35,6 +35,9 @@ type grantLog struct {
 	maxBypass int
 	worst     string   // the wait with maxBypass
 	history   []string // "token:who/bypass", for failure reports
+
+	inside      int    // contenders inside their critical section
+	lastEntered uint64 // token of the last critical section entered
 }
 
 func newGrantLog() *grantLog { return &grantLog{perWho: map[string]int{}} }
@@ -56,6 +59,28 @@ func (g *grantLog) granted(who string, token, mark uint64) {
 	g.note(who, int(token-mark-1))
 	g.history = append(g.history, fmt.Sprintf("%d:%s/%d", token, who, token-mark-1))
 	g.last = max(g.last, token)
+}
+
+// enter and leave bracket a critical section: with reservations rewriting
+// held records under heavy turn-taking, no two may overlap, and tokens
+// must grow.
+func (g *grantLog) enter(t *testing.T, who string, token uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.inside != 0 {
+		t.Errorf("%s entered its critical section (token %d) while another was inside", who, token)
+	}
+	if token <= g.lastEntered {
+		t.Errorf("%s got token %d after token %d had been used", who, token, g.lastEntered)
+	}
+	g.inside++
+	g.lastEntered = token
+}
+
+func (g *grantLog) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.inside--
 }
 
 // gaveUp records a wait that ended without a grant (the test stopped it).
@@ -102,8 +127,11 @@ func loopContender(ctx context.Context, t *testing.T, g *grantLog, who string, m
 			g.gaveUp(who, mark)
 			return
 		}
-		g.granted(who, m.Token(), mark)
+		token := m.Token()
+		g.granted(who, token, mark)
+		g.enter(t, who, token)
 		time.Sleep(hold)
+		g.leave()
 		if err := m.Unlock(context.Background()); err != nil {
 			t.Errorf("%s: Unlock() = %v", who, err)
 			return
@@ -113,8 +141,9 @@ func loopContender(ctx context.Context, t *testing.T, g *grantLog, who string, m
 
 // TestFairnessLoopingContenders: contenders that lock again as soon as they
 // unlock, with holds longer than a fast poll and default options, as
-// Mutex values in one process, goroutines sharing one Mutex, and a mix:
-// every one gets turns, and no wait sees more than 2 × contenders grants
+// Mutex values in one process and goroutines sharing one Mutex: every one
+// gets turns, no two critical sections overlap, and no wait sees more
+// than 2 × contenders grants
 // go to others.
 func TestFairnessLoopingContenders(t *testing.T) {
 	type layout struct {
@@ -444,4 +473,58 @@ func TestHostileReservation(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestReservationDoesNotDelayTakeover: a waiter's reservation rewrites the
+// held record (a new ETag and Last-Modified) but keeps the holder's nonce,
+// and the monotonic expiry rule is keyed by that nonce. So a contender that
+// has watched a dead holder's record takes it over one TTL + margin after
+// it first saw it, not one TTL + margin after the reservation; and never
+// before the holder's own lease ended.
+func TestReservationDoesNotDelayTakeover(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "locks/dead-holder"
+	const ttl = 2 * time.Second
+	holder := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(ttl))
+	if err := holder.TryLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	safeUntil := holder.SafeUntil()
+	// The holder now "dies": it never renews nor releases (Unlock at the
+	// end only stops its timer).
+	defer holder.Unlock(ctx)
+	contender := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(ttl), s3lock.WithRetryInterval(100*time.Millisecond))
+	start := time.Now()
+	got := make(chan error, 1)
+	go func() {
+		lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		got <- contender.Lock(lctx)
+	}()
+	// Halfway through the TTL a waiter reserves the next turn.
+	time.Sleep(ttl / 2)
+	rec, etag := rawRecord(t, srv, key)
+	rec["next"], rec["next_waited"] = "waiter", 2
+	body, _ := json.Marshal(rec)
+	if _, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(srv.Bucket()), Key: aws.String(key),
+		Body: strings.NewReader(string(body)), IfMatch: aws.String(etag)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("contender's Lock() = %v; want the dead holder's lock", err)
+	}
+	took := time.Now()
+	defer contender.Unlock(ctx)
+	if took.Before(safeUntil) {
+		t.Fatalf("contender took over %v before the holder's lease ended", safeUntil.Sub(took))
+	}
+	// Keyed by nonce: TTL + 1 s margin from its first read, about 3 s. Had
+	// the reservation restarted the watch it would be 1 s + 3 s = 4 s at
+	// the earliest (and later still by S3's clock).
+	if elapsed := took.Sub(start); elapsed >= ttl/2+ttl+s3lock.DefaultExpiryMargin {
+		t.Errorf("contender took over after %v; want before %v: the reservation restarted its expiry watch", elapsed, ttl/2+ttl+s3lock.DefaultExpiryMargin)
+	} else {
+		t.Logf("contender took over after %v (holder's lease ended after %v)", elapsed.Round(time.Millisecond), safeUntil.Sub(start).Round(time.Millisecond))
+	}
 }
