@@ -1,0 +1,172 @@
+// Package prevrelease is a frozen copy of the s3lock library as released
+// at commit 62e4b95 (the last release before records could carry a value
+// or several holders). It exists only so that tests can run the previous
+// release's Mutex against records the current version writes, as the
+// compatibility rules of docs/record-format.md require. Never edit it to
+// match the current code: its whole point is to stay what was shipped.
+//
+// What follows is that release's own package documentation.
+//
+// Package s3lock is a distributed mutual-exclusion lock kept in one Amazon
+// S3 object. Processes on any number of machines that share a bucket can
+// keep a critical section (a cron job, a deploy, a batch step) from
+// running twice at once, with no database, Redis or etcd.
+//
+// # How it works
+//
+// The lock object holds a small JSON record: its state (held or free), the
+// holder's owner name, a random nonce, a fencing generation and the TTL.
+// Every write is a conditional PUT, which S3 applies atomically:
+//
+//   - acquire a lock that does not exist: PutObject with If-None-Match: *
+//   - acquire a free or expired lock: PutObject with If-Match: <the ETag read>
+//   - renew and release: PutObject with If-Match: <our last ETag>
+//
+// When several processes race, S3 applies the first write to finish and
+// answers 412 Precondition Failed to the others, so exactly one wins. The
+// record is never deleted: release overwrites it as free, keeping its
+// generation, and every grant writes generation+1. [Mutex.Token] returns the
+// generation of the current hold, a fencing token that increases across all
+// holders for the life of the object.
+//
+// Each write carries a fresh nonce, so no two writes have the same body,
+// and therefore not the same ETag on stores where an ETag is the MD5 of the
+// body. s3lock never computes or parses an ETag: it only sends back one S3
+// gave it, so stores with random ETags (S3 Express One Zone) work too.
+// When a write's answer is lost (a reset connection, a 5xx from a proxy, or
+// the SDK's retry of a write that had been applied getting 412), s3lock
+// reads the object back and compares the nonce before it concludes anything:
+// it never reports "acquired" for a write that was not applied, and never
+// "not acquired" for one that was.
+//
+// # Leases and clocks
+//
+// A hold lasts its TTL ([WithTTL]) after its last successful write, unless
+// it is renewed ([WithAutoRenew]) or released. The holder counts its lease
+// on its own monotonic clock from the moment *before* it sent the write,
+// minus a drift allowance of 1% + 2 ms ([Mutex.SafeUntil]); the context of
+// the hold ([Mutex.Context], and the one WithLock gives fn) is cancelled
+// with cause [ErrLeaseLost] at that point.
+//
+// A contender never compares a time written by one client with another
+// client's clock: clients may be off by hours. It judges a hold expired when
+// either of these, each safe on its own, is true:
+//
+//   - by S3's clock: the GET answer's Date minus the object's Last-Modified
+//     is at least TTL + margin + 1 s. Both headers have 1-second resolution;
+//     the extra second covers the truncation, so the object is provably
+//     older than TTL + margin ([WithExpiryMargin], default 1 s).
+//   - by its own monotonic clock: it has seen the same ETag for at least
+//     TTL + margin since it first saw it (the write happened before).
+//
+// So a takeover happens at the earliest TTL + margin after the holder's last
+// write, and typically within TTL + 2-3 s; the holder's lease ended before
+// TTL. The gap is the safety margin. An object at the key that is not a
+// record s3lock accepts (corrupt, foreign, of a newer schema, larger than
+// 4 KiB) counts as held, and is taken over only once it is older
+// than the longer of the contender's TTL and the TTL the object carries
+// (when its ttl_ms can be read), by the same rules.
+//
+// # The record format between versions
+//
+// Processes running different versions of s3lock may share a lock during
+// a rolling deploy, so the record is a contract (docs/record-format.md
+// has the details):
+//
+//   - Required fields: "s3lock" (the schema, 1), "state" ("held" or
+//     "free"), "nonce", "generation" and "ttl_ms". Every other field is a
+//     hint: readers ignore fields they do not know, and a writer that
+//     replaces the record writes only its own, so a new field may carry
+//     nothing that safety depends on.
+//   - A change that would make a reader of the required fields misjudge
+//     the lock (a new state, a new meaning or unit of a field) must change
+//     the schema number.
+//   - A record this version cannot accept (another schema, an unknown
+//     state, a field out of range) counts as held. When its generation
+//     and ttl_ms can be read it is honoured: it is not taken over before
+//     the longer of the reader's TTL and its own, and the next grant's
+//     generation is one more than its. Only an object with no readable
+//     generation restarts the generations at 1.
+//   - The generation never wraps: a record at generation 2^64−1 is refused
+//     (an error matching [ErrInvalidLockObject]), never overwritten.
+//
+// # Guarantees and limits
+//
+// While the store honours conditional writes, at most one Mutex holds the
+// lock at any moment as judged by the holders' own lease deadlines. A
+// holder that stalls past its lease (GC pause, swap, a network partition
+// with renewal off) may still act after another process took over: no
+// lease-based lock can prevent that. Use the fencing token: have the
+// resource the lock protects reject writes carrying a token smaller than
+// the largest it has seen.
+//
+// A suspended machine (laptop sleep, a paused VM) is such a stall: Go's
+// monotonic clock does not advance while the system is suspended, so a
+// holder that resumes counts its lease as if no time had passed, while S3's
+// clock and every contender's did move on. On Linux, s3lock counts
+// suspended time too (CLOCK_BOOTTIME) when it judges whether a hold's lease
+// has run out; elsewhere it cannot see a suspend. Either way a holder whose
+// process is frozen cannot act on the loss until it runs again: fence.
+//
+// Some S3-compatible stores ignore If-None-Match and If-Match; a lock on
+// them excludes nobody. Check a store with the probe before trusting it.
+//
+// # Waiting: turns and failures
+//
+// Lock callers take turns. Waiters queue by how many grants they have
+// waited through, without writing anything. A waiter that is passed over
+// anyway (it polls too rarely to catch a short free moment, or one Mutex
+// keeps re-taking its own free record) reserves the next turn with one
+// conditional write into the held record; the holder's release then
+// leaves the free record to that waiter alone for up to 2 seconds. Polls
+// are paced to the expected end of each hold, and are never more than one
+// retry interval apart. In the tests (Mutex values, goroutines sharing one
+// Mutex, and processes once all have started, with holds of 100 and 300 ms
+// at default options) and the benchmarks (8 and 32 processes, holds of 0,
+// 100 ms and 1 s), no waiter saw more than 2 × the number of contenders
+// grants go to others. Where that stops:
+//
+//   - TryLock ignores reservations: it takes a free lock whenever it finds
+//     one.
+//   - Goroutines sharing one Mutex queue in memory first, so each also
+//     waits out the S3 waits of the goroutines ahead of it on that Mutex.
+//   - A Mutex that locks again at once after critical sections shorter
+//     than one S3 round trip holds the lock so briefly that waiters seldom
+//     see it held; it can take up to 16 grants in a row.
+//   - A reserved waiter that died, or a reservation nobody made, keeps a
+//     free lock from the others for about 2 seconds at most.
+//
+// Lock retries through S3 failures (network errors, 5xx, throttling; they
+// match [ErrUnavailable]) until its context ends, or for as long as
+// [WithFailureTimeout] allows. Its error then matches ctx.Err() and carries
+// the last attempt: the *LockedError naming the holder, or the S3 failure.
+// Repeated failures are logged once, then every 10 seconds with a count.
+//
+// # Cost
+//
+// Requests per operation (PUT costs about 12 times a GET on AWS):
+//
+//   - first acquire by a Mutex: 1 GET + 1 PUT
+//   - release: 1 PUT
+//   - acquire again by the Mutex that released last: 1 PUT (Lock reads
+//     first once every 16 such cycles, after contention, and when a waiter
+//     reserved the next turn)
+//   - waiting in Lock: GETs paced to the expected end of the hold, at most
+//     one retry interval apart; a PUT when it is its turn, and one more to
+//     reserve the next turn after being passed over (the holder's release
+//     then meets a 412 and costs one more PUT and a GET)
+//   - a lost race (412): 1 extra GET, to report who holds the lock
+//   - renewal: 1 PUT per renewal interval
+//
+// A Mutex needs s3:GetObject and s3:PutObject on the lock key, and
+// s3:ListBucket on the bucket (without it AWS answers a GET of a missing key
+// with 403 rather than 404, and the first acquire of a new lock fails with
+// ErrAccessDenied).
+//
+// # In one process
+//
+// A *Mutex is safe for concurrent use and works like sync.Mutex between the
+// goroutines that share it: they wait for each other in memory, without S3
+// requests. Different Mutex values on the same bucket and key, in one
+// process or many, exclude each other through S3.
+package prevrelease

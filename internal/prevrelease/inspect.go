@@ -1,0 +1,157 @@
+package prevrelease
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// LockStatus describes a lock object as S3 returned it.
+type LockStatus struct {
+	Bucket, Key string
+	// Exists is false when there is no object at the key.
+	Exists bool
+	// ETag identifies this version of the object; pass it to ForceUnlock.
+	ETag string
+	// Held reports a record in the held state (expired or not), or an
+	// invalid object (which counts as held).
+	Held bool
+	// Expired reports that a contender may take the hold over now, judged
+	// by S3's clock (Date − Last-Modified ≥ TTL + margin + 1 s).
+	Expired bool
+	// Owner, Generation and TTL come from the record.
+	Owner      string
+	Generation uint64
+	TTL        time.Duration
+	// AcquiredAt is when the holder acquired it, by the holder's clock.
+	AcquiredAt time.Time
+	// LastModified and ServerTime are S3's clock: when the object was last
+	// written, and the Date of the answer.
+	LastModified time.Time
+	ServerTime   time.Time
+	// ExpiresAt is LastModified + TTL by S3's clock (zero when not held).
+	ExpiresAt time.Time
+	// Invalid is why the object is not an s3lock record, when it is not.
+	Invalid error
+}
+
+// Inspect reads the lock object at bucket/key with one GET and describes
+// it. It writes nothing. A missing object is a status with Exists false,
+// not an error; a missing bucket matches ErrBucketNotFound.
+func Inspect(ctx context.Context, client S3API, bucket, key string) (*LockStatus, error) {
+	lm, err := inspector(client, bucket, key)
+	if err != nil {
+		return nil, err
+	}
+	s, err := lm.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return lm.status(s), nil
+}
+
+// ForceUnlock breaks the hold on the lock object at bucket/key, but only if
+// the object still has the given ETag (as returned by Inspect): it never
+// breaks a hold the caller did not see. It overwrites the object with a free
+// record whose generation is one more than the broken hold's, so a holder
+// that comes back finds its lease lost and its fencing token outdated.
+// It returns the status of what it broke. On an ETag mismatch it returns an
+// error matching ErrChanged and writes nothing; when S3's answer is lost or
+// ambiguous, it reads the object back and reports whether its break
+// landed. When the object is not a record this version accepts but carries
+// a generation (a newer version's record, say), the free record continues
+// from it. Only when no generation can be read at all does the free record
+// start again at generation 0, so fencing tokens restart at 1 (a protected
+// resource that remembers the largest token it saw will then refuse them
+// until told otherwise; that errs on the safe side). Acquiring over such an
+// object after its TTL does the same. A record at the largest generation
+// (2^64−1) is refused with an error matching [ErrInvalidLockObject]: its
+// fencing token cannot grow.
+func ForceUnlock(ctx context.Context, client S3API, bucket, key, etag string) (*LockStatus, error) {
+	lm, err := inspector(client, bucket, key)
+	if err != nil {
+		return nil, err
+	}
+	if etag == "" {
+		return nil, fmt.Errorf("%w: empty ETag", ErrInvalidArgument)
+	}
+	s, err := lm.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !s.exists || s.etag != etag {
+		return nil, fmt.Errorf("%w: %s has ETag %q, not %q", ErrChanged, lm.name(), s.etag, etag)
+	}
+	st := lm.status(s)
+	rec := &record{
+		Schema:    recordSchema,
+		State:     stateFree,
+		Owner:     "s3lock-force-unlock",
+		Nonce:     newNonce(),
+		TTLMillis: DefaultTTL.Milliseconds(),
+		WrittenAt: lm.clock.Now(),
+	}
+	if rec.Generation, err = lm.nextGeneration(s); err != nil {
+		return nil, err
+	}
+	if s.rec != nil {
+		rec.TTLMillis = s.rec.TTLMillis
+	}
+	_, f, err := lm.put(ctx, rec, condition{etag: etag})
+	switch f {
+	case failNone:
+		return st, nil
+	case failPermanent:
+		return nil, err
+	}
+	// A 412 or 409 can answer the SDK's retry of a write that was applied,
+	// and a lost answer says nothing: read back to learn whether the break
+	// is ours.
+	rctx, cancel := resolveContext(ctx, lm.resolveTimeout)
+	defer cancel()
+	now, rerr := lm.read(rctx)
+	switch {
+	case rerr != nil:
+		return nil, errors.Join(err, rerr)
+	case now.rec != nil && now.rec.Nonce == rec.Nonce:
+		return st, nil
+	case f == failPrecondition || f == failNotFound || f == failConflict:
+		return nil, fmt.Errorf("%w: %w", ErrChanged, err)
+	}
+	return nil, err
+}
+
+// inspector is the lease manager Inspect and ForceUnlock read and write
+// through: default options, no owner.
+func inspector(client S3API, bucket, key string) (*leaseManager, error) {
+	o := defaultOptions()
+	return newLeaseManager(client, bucket, key, &o)
+}
+
+func (lm *leaseManager) status(s *snapshot) *LockStatus {
+	st := &LockStatus{
+		Bucket: lm.bucket, Key: lm.key, Exists: s.exists, ETag: s.etag,
+		LastModified: s.lastModified, ServerTime: s.serverDate, Invalid: s.invalid,
+	}
+	if !s.exists {
+		return st
+	}
+	ttl := s.holdTTL(lm.ttl)
+	st.Generation, st.TTL = s.generation(), ttl
+	if s.rec != nil {
+		st.Owner, st.AcquiredAt = s.rec.Owner, s.rec.AcquiredAt
+		st.Held = s.rec.held()
+	} else {
+		st.Held = true
+	}
+	if st.Held {
+		if !s.lastModified.IsZero() {
+			st.ExpiresAt = s.lastModified.Add(ttl)
+		}
+		if !s.serverDate.IsZero() && !s.lastModified.IsZero() {
+			st.Expired = s.serverDate.Sub(s.lastModified) >= ttl+lm.margin+time.Second
+		}
+	}
+	return st
+}
