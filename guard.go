@@ -10,10 +10,12 @@ import (
 //
 // fn gets a context derived from ctx that is also cancelled, with cause
 // [ErrLeaseLost] (see [context.Cause]), when the hold ends before fn
-// returns. Without [WithAutoRenew] its deadline is the end of the lease
-// (one TTL from the acquire, less a drift allowance) or ctx's deadline if
-// that is earlier; with renewal it has no deadline of its own and is
-// cancelled if renewal fails before the lease runs out.
+// returns: at the end of the lease, time the machine spent suspended
+// included, or when a renewal finds the lock lost. Without
+// [WithAutoRenew] its deadline is the end of the lease (one TTL from the
+// acquire, less a drift allowance) or ctx's deadline if that is earlier;
+// with renewal it has no deadline of its own and is cancelled if renewal
+// fails before the lease runs out.
 //
 // WithLock returns the error of Lock if it could not acquire, else fn's
 // error joined with Unlock's (nil when both are nil); both stay matchable
@@ -24,23 +26,23 @@ func (m *Mutex) WithLock(ctx context.Context, fn func(ctx context.Context) error
 	if err := m.Lock(ctx); err != nil {
 		return err
 	}
-	var fnCtx context.Context
-	var cancel context.CancelFunc
+	// fn's context ends when the hold does: the hold's context is
+	// cancelled at the end of the lease (suspended time included, see the
+	// package documentation) or when a renewal finds the lock lost.
+	// Without renewal, the end of the lease is also fn's deadline, so fn
+	// can see it with ctx.Deadline().
+	parent, cancelDeadline := ctx, context.CancelFunc(func() {})
 	if m.opts.autoRenew <= 0 {
-		// The lease ends at SafeUntil unless renewed: that is fn's deadline.
-		fnCtx, cancel = context.WithDeadlineCause(ctx, m.SafeUntil(), ErrLeaseLost)
-	} else {
-		// The renewer cancels the hold's context when the lease is lost.
-		hold := m.Context()
-		var cancelCause context.CancelCauseFunc
-		fnCtx, cancelCause = context.WithCancelCause(ctx)
-		stop := context.AfterFunc(hold, func() {
-			if cause := context.Cause(hold); errors.Is(cause, ErrLeaseLost) {
-				cancelCause(cause)
-			}
-		})
-		cancel = func() { stop(); cancelCause(nil) }
+		parent, cancelDeadline = context.WithDeadlineCause(ctx, m.SafeUntil(), ErrLeaseLost)
 	}
+	hold := m.Context()
+	fnCtx, cancelCause := context.WithCancelCause(parent)
+	stop := context.AfterFunc(hold, func() {
+		if cause := context.Cause(hold); errors.Is(cause, ErrLeaseLost) {
+			cancelCause(cause)
+		}
+	})
+	cancel := func() { stop(); cancelCause(nil); cancelDeadline() }
 	// A deferred call runs on return, on panic (which then goes on with
 	// its original stack) and on runtime.Goexit alike.
 	defer func() {

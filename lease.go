@@ -206,6 +206,12 @@ func (l *lease) renewLoop(interval time.Duration) {
 			l.cancel(ErrLeaseLost)
 			return
 		}
+		// A suspend brings the deadline forward but not due, which the
+		// monotonic clock counts: renew at once when less than an interval
+		// of the lease is left.
+		if early := deadline.Add(-interval); early.Before(due) {
+			due = early
+		}
 		if wait := time.Until(due); wait > 0 {
 			timer.Reset(min(wait, suspendCheck))
 			continue
@@ -289,9 +295,19 @@ func (l *lease) renewOnce(ctx context.Context) (again bool, err error) {
 		return false, errors.Join(err, rerr)
 	}
 	l.mu.Lock()
-	again = s.rec != nil && s.rec.held() && s.rec.Nonce == l.rec.Nonce && s.etag != l.etag
+	unchanged := s.rec != nil && s.rec.held() && s.rec.Nonce == l.rec.Nonce
+	again = unchanged && s.etag != l.etag
 	l.mu.Unlock()
-	return again, l.adopt(s)
+	if aerr := l.adopt(s); aerr != nil {
+		return false, aerr
+	}
+	if unchanged && !again {
+		// Our last record, as it was: the renewal did not land (yet; it
+		// stays pending under the same nonce). The lease was not extended,
+		// so this renewal failed.
+		return false, err
+	}
+	return again, nil
 }
 
 // extend records a successful write of ours.

@@ -305,8 +305,9 @@ func (m *Mutex) install(l *lease) {
 // took the lock (or broke it).
 //
 // Whatever it returns, m no longer holds the lock afterwards, and its hold
-// context is cancelled. If ctx is already done, Unlock still makes the
-// release, bounded by [WithReleaseTimeout]. When the release fails for
+// context is cancelled. The release is not cut short by ctx: if ctx ends
+// before or during it, Unlock goes on for up to [WithReleaseTimeout] more,
+// so a request-scoped deadline does not strand the lock. When the release fails for
 // another reason (S3 unreachable), the lock object stays held until its TTL
 // runs out, except for this Mutex, whose next acquire takes it back at
 // once.
@@ -325,7 +326,7 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 	if l.ctx.Err() != nil {
 		lost = context.Cause(l.ctx)
 	}
-	rctx, cancel := resolveContext(ctx, m.opts.releaseTimeout)
+	rctx, cancel := releaseContext(ctx, m.opts.releaseTimeout)
 	defer cancel()
 	free, err := l.release(rctx)
 	if err != nil {

@@ -8,9 +8,37 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 )
+
+// releaseContext returns the context a release runs under: ctx's values,
+// but not its cancellation, so a write in flight when ctx ends is not cut
+// short (its outcome would then be unknown) and the attempts after it do
+// not go out dead. It ends timeout after ctx does (after now if ctx has
+// already ended), or when cancel is called.
+func releaseContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var t *time.Timer
+	var mu sync.Mutex
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if rctx.Err() == nil {
+			t = time.AfterFunc(timeout, cancel)
+		}
+	})
+	return rctx, func() {
+		stop()
+		cancel() // first: a callback that runs from now on starts no timer
+		mu.Lock()
+		if t != nil {
+			t.Stop()
+		}
+		mu.Unlock()
+	}
+}
 
 // release overwrites our record with a free one (same generation, so the
 // next holder gets generation+1). On success it returns the free record,

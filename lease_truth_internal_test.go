@@ -1,0 +1,83 @@
+package s3lock
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/s3lock/s3lock/s3locktest"
+)
+
+// TestWithLockEndsOnSuspend: without renewal, fn's context must end when
+// the lease does, time suspended included. Its deadline counts only the
+// monotonic clock, which stops in suspend; the old code left fn's context
+// live after a 1 minute suspend on a 30 s lease although the hold's
+// context was cancelled.
+func TestWithLockEndsOnSuspend(t *testing.T) {
+	ahead := simulateSuspend(t)
+	srv := s3locktest.New(t)
+	m, err := New(srv.Client(), srv.Bucket(), "locks/withlock-suspend", WithTTL(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = m.WithLock(context.Background(), func(ctx context.Context) error {
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("fn's context has no deadline without renewal; want the end of the lease")
+		}
+		ahead.Store(int64(time.Minute))
+		select {
+		case <-ctx.Done():
+			if cause := context.Cause(ctx); !errors.Is(cause, ErrLeaseLost) {
+				t.Errorf("fn's context ended with cause %v; want ErrLeaseLost", cause)
+			}
+		case <-time.After(5 * time.Second): // the hold looks every second
+			t.Errorf("fn's context still live 5s after a 1 minute suspend of a 30s lease (hold: %v)", context.Cause(m.Context()))
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("WithLock() = %v", err)
+	}
+}
+
+// TestRenewerCatchesUpAfterSuspend: a suspend shorter than the lease
+// leaves less than a renewal interval of it. The renewer must renew at
+// once on resume rather than at its due time on the monotonic clock,
+// which would come after the lease ended (TTL 9 s, renewal every 3 s, a
+// 7 s suspend leaves 1.9 s).
+func TestRenewerCatchesUpAfterSuspend(t *testing.T) {
+	ahead := simulateSuspend(t)
+	srv := s3locktest.New(t)
+	m, err := New(srv.Client(), srv.Bucket(), "locks/renew-suspend",
+		WithTTL(9*time.Second), WithAutoRenew(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := m.TryLock(ctx); err != nil {
+		t.Fatalf("TryLock() = %v", err)
+	}
+	defer m.Unlock(ctx)
+	puts := srv.Stats().Snapshot().Method("PUT")
+	ahead.Store(int64(7 * time.Second))
+	if left := time.Until(m.SafeUntil()); left > 2*time.Second {
+		t.Fatalf("after a 7s suspend %v of a 9s lease left; the suspend was not seen", left)
+	}
+	// The renewer looks at least every second: within 1.5 s it must have
+	// renewed, and the lease must outlast the 1.9 s left at resume.
+	deadline := time.Now().Add(4 * time.Second)
+	for time.Now().Before(deadline) && m.Context().Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := m.Context().Err(); err != nil {
+		t.Fatalf("hold lost after a 7s suspend of a 9s lease with S3 reachable: %v (renewal PUTs: %d)",
+			context.Cause(m.Context()), srv.Stats().Snapshot().Method("PUT")-puts)
+	}
+	if n := srv.Stats().Snapshot().Method("PUT") - puts; n < 1 {
+		t.Fatalf("%d renewal PUTs after the resume; want at least 1", n)
+	}
+	if left := time.Until(m.SafeUntil()); left < 4*time.Second {
+		t.Fatalf("SafeUntil in %v after the catch-up renewal; want most of a 9s lease", left)
+	}
+}
