@@ -18,6 +18,12 @@ import (
 // a lost race followed by a free lock).
 const maxWriteAttempts = 5
 
+// maxRewrites bounds how many times in a row one renewal or release
+// writes again over our own record rewritten by waiters reserving the next
+// turn. Each rewrite is another waiter's progress; the bound only stops a
+// store or writer gone wrong from keeping us busy forever.
+const maxRewrites = 64
+
 // maxOrphans bounds how many unresolved writes a Mutex remembers. Every
 // read prunes the writes that can no longer be in S3 nor land there, and
 // writes made under the same condition share one nonce, so a Mutex holds
@@ -67,9 +73,7 @@ func (lm *leaseManager) judge(s *snapshot) *LockedError {
 	} else if s.salvaged.hasGen {
 		le.Generation = s.salvaged.generation
 	}
-	if !s.lastModified.IsZero() {
-		le.Until = s.lastModified.Add(ttl)
-	}
+	le.Until = s.expiresAt(ttl)
 	return le
 }
 
@@ -169,6 +173,9 @@ func (lm *leaseManager) acquire(ctx context.Context, w *waiter) (l *lease, yield
 				return nil, false, err
 			}
 		}
+		if lm.wantsClockCheck(s) {
+			lm.checkClock(ctx)
+		}
 		le := lm.judge(s)
 		var waited uint64
 		if w != nil {
@@ -260,6 +267,9 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (
 		// the lease from the first.
 		lm.log.Warn("s3lock: a write reported as failed had been applied; the lock is ours", "key", lm.key, "error", err)
 		lm.clearOrphans()
+		// A waiter may have reserved the next turn in our record before
+		// this read: keep its reservation in our next writes.
+		rec.Next, rec.NextWaited = now2.rec.Next, now2.rec.NextWaited
 		return lm.confirm(ctx, lm.newLease(now2.etag, rec, first))
 	}
 	if f == failCanceled {

@@ -59,7 +59,34 @@ var (
 	// seen ignoring them. A lock on such a store would not exclude anyone,
 	// so s3lock refuses to use it.
 	ErrConditionalWritesUnsupported = errors.New("s3lock: store does not support conditional writes")
+
+	// ErrClockSkew means the store's answers carry a Date that runs ahead
+	// of the Last-Modified it stamps on writes (a gateway with its own
+	// clock, say). s3lock is safe on such a store: it judges expiry there
+	// by each contender's own clock, so a dead holder's lock is taken over
+	// one TTL + margin after a contender first sees it. [Probe] returns it
+	// as a *ClockSkewError.
+	ErrClockSkew = errors.New("s3lock: S3's Date disagrees with its Last-Modified")
 )
+
+// ClockSkewError reports a store whose answers are dated by another clock
+// than the one that stamps Last-Modified. It unwraps to [ErrClockSkew].
+type ClockSkewError struct {
+	// Bucket and Key name the object written.
+	Bucket, Key string
+	// Date is the Date of the answer to the write; LastModified is what
+	// the store reported for that write afterwards.
+	Date, LastModified time.Time
+}
+
+// Error implements error.
+func (e *ClockSkewError) Error() string {
+	return fmt.Sprintf("%v: a write to s3://%s/%s was answered with Date %s but stamped Last-Modified %s (%v ahead)",
+		ErrClockSkew, e.Bucket, e.Key, e.Date.UTC().Format(time.RFC3339), e.LastModified.UTC().Format(time.RFC3339), e.Date.Sub(e.LastModified))
+}
+
+// Unwrap returns ErrClockSkew.
+func (e *ClockSkewError) Unwrap() error { return ErrClockSkew }
 
 // LockedError reports that the lock is held by someone else. It unwraps to
 // [ErrLocked], and also to [ErrInvalidLockObject] when the object at the key
@@ -80,9 +107,10 @@ type LockedError struct {
 	// own clock (for humans; zero when unknown).
 	Since time.Time
 	// Until is the earliest time at which the hold can expire, by S3's
-	// clock: the object's Last-Modified plus the hold's TTL (zero when
-	// unknown). A contender takes over only after Until plus a safety
-	// margin, judged without any client's wall clock.
+	// clock: the holder's last write (its Last-Modified; a waiter's
+	// reservation rewriting the record does not move it) plus the hold's
+	// TTL (zero when unknown). A contender takes over only after Until
+	// plus a safety margin, judged without any client's wall clock.
 	Until time.Time
 	// RetryAfter is how long, by this process's monotonic clock, until the
 	// hold can be judged expired if it is not renewed or released first

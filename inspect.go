@@ -17,8 +17,10 @@ type LockStatus struct {
 	// Held reports a record in the held state (expired or not), or an
 	// invalid object (which counts as held).
 	Held bool
-	// Expired reports that a contender may take the hold over now, judged
-	// by S3's clock (Date − Last-Modified ≥ TTL + margin + 1 s).
+	// Expired reports that the hold is over by S3's clock: the answer's
+	// Date is at least TTL + margin + 1 s after the lease began. A
+	// contender acts on that only once it has seen S3's Date agree with
+	// the store's Last-Modified (see the package documentation).
 	Expired bool
 	// Owner, Generation and TTL come from the record.
 	Owner      string
@@ -30,7 +32,9 @@ type LockStatus struct {
 	// written, and the Date of the answer.
 	LastModified time.Time
 	ServerTime   time.Time
-	// ExpiresAt is LastModified + TTL by S3's clock (zero when not held).
+	// ExpiresAt is the earliest end of the lease by S3's clock: TTL after
+	// the holder's last write (its Last-Modified, which a waiter's
+	// reservation in the record does not move), zero when not held.
 	ExpiresAt time.Time
 	// Invalid is why the object is not an s3lock record, when it is not.
 	Invalid error
@@ -146,12 +150,9 @@ func (lm *leaseManager) status(s *snapshot) *LockStatus {
 		st.Held = true
 	}
 	if st.Held {
-		if !s.lastModified.IsZero() {
-			st.ExpiresAt = s.lastModified.Add(ttl)
-		}
-		if !s.serverDate.IsZero() && !s.lastModified.IsZero() {
-			st.Expired = s.serverDate.Sub(s.lastModified) >= ttl+lm.margin+time.Second
-		}
+		st.ExpiresAt = s.expiresAt(ttl)
+		left, ok := s.untilExpiredByS3(ttl + lm.margin)
+		st.Expired = ok && left <= 0
 	}
 	return st
 }

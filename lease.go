@@ -42,6 +42,8 @@ type leaseManager struct {
 	orphans []orphan
 	// pace is what Lock remembers to pace its polls (see wait.go).
 	pace pacing
+	// s3clock is what this Mutex knows of S3's clock (see s3clock.go).
+	s3clock clockTrust
 }
 
 // newLeaseManager checks the lock's location and returns its lease manager
@@ -249,7 +251,7 @@ type renewal struct {
 // moment before the request. On ErrLeaseLost the lease's context has been
 // cancelled.
 func (l *lease) renew(ctx context.Context) error {
-	for range maxWriteAttempts {
+	for range maxRewrites {
 		again, err := l.renewOnce(ctx)
 		if !again {
 			return err
@@ -257,7 +259,7 @@ func (l *lease) renew(ctx context.Context) error {
 		// A waiter had reserved the next turn in our record, which our
 		// write was not conditioned on: renew over its version.
 	}
-	return fmt.Errorf("s3lock: renewing %s: the record kept changing under reservations (%d attempts)", l.lm.name(), maxWriteAttempts)
+	return fmt.Errorf("s3lock: renewing %s: the record kept changing under reservations (%d attempts)", l.lm.name(), maxRewrites)
 }
 
 // renewOnce makes one renewal write. again reports that it found our

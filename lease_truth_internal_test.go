@@ -81,3 +81,81 @@ func TestRenewerCatchesUpAfterSuspend(t *testing.T) {
 		t.Fatalf("SafeUntil in %v after the catch-up renewal; want most of a 9s lease", left)
 	}
 }
+
+// TestReservationKeepsLeaseStart: a waiter's reservation rewrites the held
+// record, which moves Last-Modified without extending the lease. The end
+// of the lease that LockedError.Until and LockStatus.ExpiresAt report, and
+// a fresh contender's judgement by S3's clock, must count from the
+// holder's own write: the old code counted from the reservation, telling
+// contenders "the lease runs at least until" a time after it had ended,
+// and keeping a fresh reader from a dead holder's lock for longer.
+func TestReservationKeepsLeaseStart(t *testing.T) {
+	const ttl = 3 * time.Second
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "locks/reserved-lease-start"
+	holder, err := New(srv.Client(), srv.Bucket(), key, WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.TryLock(ctx); err != nil {
+		t.Fatalf("TryLock() = %v", err)
+	}
+	defer holder.Unlock(ctx)
+	before, err := Inspect(ctx, srv.Client(), srv.Bucket(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := before.LastModified // the holder's write, by S3's clock
+	// Reserve while the holder's lease runs, in a later second.
+	time.Sleep(time.Until(written.Add(2050 * time.Millisecond)))
+	waiter, err := New(srv.Client(), srv.Bucket(), key, WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := waiter.lm.read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := waiter.lm.newWaiter(DefaultRetryInterval)
+	waiter.lm.reserve(ctx, s, w)
+	if !w.reserved {
+		t.Fatal("the reservation did not land")
+	}
+	after, err := Inspect(ctx, srv.Client(), srv.Bucket(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.LastModified.After(written) {
+		t.Fatalf("Last-Modified %v after the reservation, %v before: the test did not test", after.LastModified, written)
+	}
+	if !after.ExpiresAt.Equal(written.Add(ttl)) {
+		t.Errorf("LockStatus.ExpiresAt = %v after a reservation; want the holder's write + TTL = %v", after.ExpiresAt, written.Add(ttl))
+	}
+	fresh, err := New(srv.Client(), srv.Bucket(), key, WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var le *LockedError
+	if err := fresh.TryLock(ctx); !errors.As(err, &le) {
+		t.Fatalf("TryLock() of a live hold = %v; want a *LockedError", err)
+	}
+	if !le.Until.Equal(written.Add(ttl)) {
+		t.Errorf("LockedError.Until = %v after a reservation; want the holder's write + TTL = %v", le.Until, written.Add(ttl))
+	}
+	// By S3's clock the holder's write is TTL + margin + 1 s old at
+	// written + 5 s (the reservation's is not): a fresh contender that has
+	// checked S3's clock takes the dead holder's lock over then.
+	time.Sleep(time.Until(written.Add(ttl + DefaultExpiryMargin + time.Second + 50*time.Millisecond)))
+	if err := holder.Context().Err(); err == nil {
+		t.Fatal("the holder's lease has not ended yet: the test would take over a live hold")
+	}
+	late, err := New(srv.Client(), srv.Bucket(), key, WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := late.TryLock(ctx); err != nil {
+		t.Fatalf("TryLock() at the holder's write + TTL + margins = %v; want the lock, dated from the holder's write", err)
+	}
+	late.Unlock(ctx)
+}

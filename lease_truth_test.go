@@ -3,9 +3,12 @@ package s3lock_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -167,5 +170,135 @@ func TestUnlockReleaseTimeoutBounds(t *testing.T) {
 	}
 	if took > 20*time.Second {
 		t.Errorf("Unlock took %v; want it bounded by the release timeout", took)
+	}
+}
+
+// reserveVia rewrites the held record at path through h as a waiter
+// reserving the next turn does: the same record with "next" set, written
+// with If-Match its ETag. It reports whether the write landed.
+func reserveVia(h http.Handler, path, next string) bool {
+	get := httptest.NewRequest(http.MethodGet, path, nil)
+	got := httptest.NewRecorder()
+	h.ServeHTTP(got, get)
+	var rec map[string]any
+	if got.Code != http.StatusOK || json.Unmarshal(got.Body.Bytes(), &rec) != nil {
+		return false
+	}
+	rec["next"], rec["next_waited"] = next, 1
+	body, _ := json.Marshal(rec)
+	put := httptest.NewRequest(http.MethodPut, path, bytes.NewReader(body))
+	put.Header.Set("If-Match", got.Header().Get("ETag"))
+	put.Header.Set("Content-Type", "application/json")
+	put.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	done := httptest.NewRecorder()
+	h.ServeHTTP(done, put)
+	return done.Code == http.StatusOK
+}
+
+// isCreate matches the write that creates the lock object.
+func isCreate(r *http.Request) bool {
+	return r.Method == http.MethodPut && r.Header.Get("If-None-Match") == "*"
+}
+
+// TestClaimKeepsReservationFoundOnReadBack: our acquiring write landed but
+// its answer was lost, and a waiter reserved the next turn in our record
+// before we read it back. The hold must keep the reservation: the old code
+// adopted the reserved version with our own record, so the holder's next
+// write silently erased the waiter's "next". The same on a store that
+// returns no ETag on PUT, where every write of ours is read back.
+func TestClaimKeepsReservationFoundOnReadBack(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		noETag bool
+	}{
+		{"answer lost", false},
+		{"store without ETags on PUT", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var once atomic.Bool
+			var reserved atomic.Bool
+			mw := func(next http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.Method != http.MethodPut {
+						next.ServeHTTP(w, r)
+						return
+					}
+					rec := httptest.NewRecorder()
+					next.ServeHTTP(rec, r)
+					if isCreate(r) && rec.Code == http.StatusOK && once.CompareAndSwap(false, true) {
+						reserved.Store(reserveVia(next, r.URL.Path, "ghost-waiter"))
+						if !tc.noETag {
+							// Applied, answered with a 500: the SDK retries,
+							// gets 412, and the claim reads back.
+							w.WriteHeader(http.StatusInternalServerError)
+							_, _ = io.WriteString(w, `<Error><Code>InternalError</Code><Message>lost</Message></Error>`)
+							return
+						}
+					}
+					for k, v := range rec.Header() {
+						if !(tc.noETag && k == "Etag") {
+							w.Header()[k] = v
+						}
+					}
+					w.WriteHeader(rec.Code)
+					_, _ = w.Write(rec.Body.Bytes())
+				})
+			}
+			srv := s3locktest.New(t, s3locktest.WithMiddleware(mw))
+			key := "locks/claim-readback"
+			m := newMutex(t, srv.Client(), srv.Bucket(), key)
+			ctx := context.Background()
+			if err := m.TryLock(ctx); err != nil {
+				t.Fatalf("TryLock() = %v", err)
+			}
+			if !reserved.Load() {
+				t.Fatal("the reservation did not land: the test did not test")
+			}
+			if err := m.Unlock(ctx); err != nil {
+				t.Fatalf("Unlock() = %v", err)
+			}
+			rec, _ := rawRecord(t, srv, key)
+			if rec["state"] != "free" || rec["next"] != "ghost-waiter" {
+				t.Fatalf("released record %v; want free, keeping next = ghost-waiter", rec)
+			}
+		})
+	}
+}
+
+// TestReleaseOutlastsManyReservations: older waiters may take a
+// reservation over from younger ones, so several can rewrite the record
+// during one release. Each makes the release's write fail with 412; the
+// old code gave up after 5 such writes and stranded the lock for its TTL.
+func TestReleaseOutlastsManyReservations(t *testing.T) {
+	const reservations = 8
+	var n atomic.Int32
+	mw := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPut {
+				body, _ := io.ReadAll(r.Body)
+				r.Body = io.NopCloser(bytes.NewReader(body))
+				if bytes.Contains(body, []byte(`"state":"free"`)) {
+					if i := n.Add(1); i <= reservations {
+						reserveVia(next, r.URL.Path, fmt.Sprintf("waiter-%d", i))
+					}
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	srv := s3locktest.New(t, s3locktest.WithMiddleware(mw))
+	key := "locks/release-reservations"
+	m := newMutex(t, srv.Client(), srv.Bucket(), key)
+	ctx := context.Background()
+	if err := m.TryLock(ctx); err != nil {
+		t.Fatalf("TryLock() = %v", err)
+	}
+	if err := m.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock() with %d reservations during the release = %v", reservations, err)
+	}
+	rec, _ := rawRecord(t, srv, key)
+	want := fmt.Sprintf("waiter-%d", reservations)
+	if rec["state"] != "free" || rec["next"] != want {
+		t.Fatalf("released record %v; want free, keeping next = %s", rec, want)
 	}
 }

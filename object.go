@@ -99,6 +99,7 @@ func (lm *leaseManager) read(ctx context.Context) (*snapshot, error) {
 	}
 	lm.observe(s.versionKey(), seenAt)
 	lm.pruneOrphans(s)
+	lm.checkOwnWrite(s)
 	return s, nil
 }
 
@@ -150,7 +151,12 @@ func (lm *leaseManager) put(ctx context.Context, rec *record, cond condition, op
 		if rerr != nil || s.rec == nil || s.rec.Nonce != rec.Nonce {
 			return "", failTransient, fmt.Errorf("s3lock: writing %s: the store returned no ETag and the record could not be read back: %w", lm.name(), errors.Join(rerr, ErrUnavailable, errNoETag))
 		}
+		// A waiter may have reserved the next turn in our record since:
+		// keep its reservation in our next writes over this version.
 		etag = s.etag
+		rec.Next, rec.NextWaited = s.rec.Next, s.rec.NextWaited
+	} else {
+		lm.noteWrite(etag, responseDate(out.ResultMetadata))
 	}
 	lm.observe(recordKey(rec), time.Now())
 	return etag, failNone, nil
@@ -190,12 +196,13 @@ func recordKey(r *record) string { return r.State + ":" + r.Nonce }
 // untilExpired returns how long until a hold seen in s, with the given TTL,
 // may be judged expired; <= 0 means it is expired now. Two rules, each safe
 // on its own, and the earlier wins:
-//   - S3's clock: Date - Last-Modified >= ttl + margin + 1s. Both headers
-//     are truncated to the second, so this proves the object is older than
-//     ttl + margin.
 //   - this process's monotonic clock: the same version (the holder's
 //     nonce, see versionKey) has been seen for ttl + margin since it was
 //     first seen (the holder's write happened before).
+//   - S3's clock, once this process has seen it agree with the store's
+//     own stamps (see clock.go): Date - the start of the lease >= ttl +
+//     margin + 1s. Both are truncated to the second, so this proves the
+//     holder's write is older than ttl + margin.
 //
 // Neither rule reads a client's wall clock.
 func (lm *leaseManager) untilExpired(s *snapshot, ttl time.Duration) time.Duration {
@@ -208,16 +215,44 @@ func (lm *leaseManager) untilExpired(s *snapshot, ttl time.Duration) time.Durati
 	if same && !since.IsZero() {
 		left = need - s.seenAt.Sub(since)
 	}
-	if !s.serverDate.IsZero() && !s.lastModified.IsZero() {
-		// Only a positive age counts: Sub saturates at ±292 years, and
-		// subtracting a saturated negative age would overflow.
-		if age := s.serverDate.Sub(s.lastModified); age > 0 {
-			if byS3 := need + time.Second - age; byS3 < left {
-				left = byS3
-			}
-		}
+	if byS3, ok := s.untilExpiredByS3(need); ok && byS3 < left && lm.clockTrusted() {
+		left = byS3
 	}
 	return left
+}
+
+// untilExpiredByS3 is the S3-clock rule of untilExpired: how long, by the
+// Date of the answer in s, until the hold's lease started need + 1 s
+// before. ok is false when s lacks either time.
+func (s *snapshot) untilExpiredByS3(need time.Duration) (left time.Duration, ok bool) {
+	start := s.leaseStart()
+	if s.serverDate.IsZero() || start.IsZero() {
+		return 0, false
+	}
+	// Only a positive age counts: Sub saturates at ±292 years, and
+	// subtracting a saturated negative age would overflow.
+	age := max(s.serverDate.Sub(start), 0)
+	return need + time.Second - age, true
+}
+
+// leaseStart is when, by S3's clock, the holder made the write its lease
+// counts from: the object's Last-Modified, or, when a waiter's
+// reservation rewrote the record since, the Last-Modified that waiter
+// copied into it (never later than the object's own).
+func (s *snapshot) leaseStart() time.Time {
+	if s.rec != nil && !s.rec.LeaseStart.IsZero() && s.rec.LeaseStart.Before(s.lastModified) {
+		return s.rec.LeaseStart
+	}
+	return s.lastModified
+}
+
+// expiresAt is the earliest time, by S3's clock, at which a hold seen in s
+// with the given TTL can end (zero when S3 gave no Last-Modified).
+func (s *snapshot) expiresAt(ttl time.Duration) time.Time {
+	if start := s.leaseStart(); !start.IsZero() {
+		return start.Add(ttl)
+	}
+	return time.Time{}
 }
 
 // holdTTL is the TTL a hold seen in s is judged by: the record's own, or

@@ -119,6 +119,14 @@ func (e *ProbeError) Unwrap() []error {
 // of 48 racing If-Match PUTs win in 1 round of 150 here, and 16 races make
 // catching that unlikely. A failed probe, on the other hand, is proof.
 //
+// It also compares the Date of step 4's answer with the Last-Modified the
+// read back reports for that write. When the store passed every step but
+// that Date is more than a second ahead (a gateway answering with another
+// clock), Probe returns a *ClockSkewError matching [ErrClockSkew]: s3lock
+// can use the store safely, but contenders there judge expiry by their own
+// clock alone, so a fresh process takes over a dead holder's lock only one
+// TTL + margin after it first looks.
+//
 // Probe returns nil when the store passed. It returns a *ProbeError
 // matching [ErrConditionalWritesUnsupported] when the store ignored a
 // condition, refused conditional writes (501 NotImplemented), or lost a
@@ -149,6 +157,9 @@ func Probe(ctx context.Context, client S3API, bucket, prefix string) error {
 		err = p.race(ctx)
 	}
 	p.cleanup(ctx)
+	if err == nil && p.clockErr != nil {
+		return p.clockErr
+	}
 	return err
 }
 
@@ -159,6 +170,10 @@ type prober struct {
 	steps       []ProbeStep
 	written     bool     // a write may have created the scratch object
 	raceKeys    []string // the scratch keys of the race rounds written so far
+	// The Date of step 4's answer and the Last-Modified of the last read,
+	// and what they show of the store's clock.
+	writeDate, lastModified time.Time
+	clockErr                *ClockSkewError
 }
 
 func (p *prober) run(ctx context.Context) error {
@@ -177,7 +192,7 @@ func (p *prober) run(ctx context.Context) error {
 	}
 	last := "s3lock probe 4 " + newNonce()
 	step := ProbeStep{Name: "replace with If-Match: <ETag of step 1>", Want: "success"}
-	if _, err := p.put(ctx, &s3.PutObjectInput{IfMatch: aws.String(etag)}, last); err != nil {
+	if out, err := p.put(ctx, &s3.PutObjectInput{IfMatch: aws.String(etag)}, last); err != nil {
 		f, mapped := classify(err, p.bucket)
 		switch {
 		case errors.Is(mapped, ErrConditionalWritesUnsupported):
@@ -206,6 +221,7 @@ func (p *prober) run(ctx context.Context) error {
 	} else {
 		step.Got, step.OK = "success", true
 		p.steps = append(p.steps, step)
+		p.writeDate = responseDate(out.ResultMetadata)
 	}
 	body, err := p.read(ctx)
 	check := ProbeStep{Name: "read back", Want: "the body of step 4"}
@@ -223,6 +239,9 @@ func (p *prober) run(ctx context.Context) error {
 	}
 	check.Got, check.OK = "the body of step 4", true
 	p.steps = append(p.steps, check)
+	if !p.writeDate.IsZero() && !p.lastModified.IsZero() && p.writeDate.Sub(p.lastModified) > time.Second {
+		p.clockErr = &ClockSkewError{Bucket: p.bucket, Key: p.key, Date: p.writeDate, LastModified: p.lastModified}
+	}
 	return nil
 }
 
@@ -332,6 +351,7 @@ func (p *prober) readKey(ctx context.Context, key string) (string, string, error
 		return "", "", err
 	}
 	defer out.Body.Close()
+	p.lastModified = aws.ToTime(out.LastModified)
 	b, err := io.ReadAll(io.LimitReader(out.Body, 1024))
 	if err != nil {
 		return "", "", err
@@ -418,6 +438,10 @@ func (o *probeOnce) check(ctx context.Context, client S3API, bucket, key string)
 		return o.err
 	}
 	err := Probe(ctx, client, bucket, key)
+	if errors.Is(err, ErrClockSkew) {
+		// Safe to use: expiry is then judged by the monotonic clock.
+		err = nil
+	}
 	var pe *ProbeError
 	if err == nil || errors.As(err, &pe) || isPermanent(err) {
 		o.settled, o.err = true, err

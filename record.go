@@ -51,6 +51,12 @@ type record struct {
 	// never used to decide whether the lock may be taken.
 	Next       string `json:"next,omitempty"`
 	NextWaited uint64 `json:"next_waited,omitempty"`
+	// LeaseStart is S3's Last-Modified of the holder's own last write,
+	// set by the waiter whose reservation rewrote the record (which moved
+	// Last-Modified without extending the lease). Readers date the lease
+	// from it. The holder's own writes leave it out: their Last-Modified
+	// is the start of the lease. See leaseStart.
+	LeaseStart time.Time `json:"lease_start,omitzero"`
 }
 
 func (r *record) ttl() time.Duration { return time.Duration(r.TTLMillis) * time.Millisecond }
@@ -87,6 +93,7 @@ func decodeRecord(body []byte) (*record, error) {
 		Waited     json.RawMessage `json:"waited"`
 		Next       json.RawMessage `json:"next"`
 		NextWaited json.RawMessage `json:"next_waited"`
+		LeaseStart json.RawMessage `json:"lease_start"`
 	}
 	if err := dec.Decode(&w); err != nil {
 		return nil, fmt.Errorf("not an s3lock record: %v", err)
@@ -98,6 +105,7 @@ func decodeRecord(body []byte) (*record, error) {
 	hint(w.Waited, &r.Waited)
 	hint(w.Next, &r.Next)
 	hint(w.NextWaited, &r.NextWaited)
+	hint(w.LeaseStart, &r.LeaseStart)
 	switch {
 	case r.Schema != recordSchema:
 		return nil, fmt.Errorf("unknown record schema %d", r.Schema)

@@ -51,6 +51,7 @@ func (l *lease) release(ctx context.Context) (*snapshot, error) {
 	// came after an SDK retry).
 	var sent []string
 	uncertain := false
+	rewrites := 0
 	for attempt := 0; attempt < maxWriteAttempts; attempt++ {
 		l.mu.Lock()
 		rec, etag := l.rec, l.etag
@@ -98,10 +99,22 @@ func (l *lease) release(ctx context.Context) (*snapshot, error) {
 			l.lm.log.Warn("s3lock: a release reported as failed had been applied; the next holder has moved in", "key", l.lm.key, "error", err)
 			return nil, nil
 		}
+		l.mu.Lock()
+		rewritten := s.rec != nil && s.rec.held() && s.rec.Nonce == l.rec.Nonce && s.etag != l.etag
+		l.mu.Unlock()
 		if aerr := l.adopt(s); aerr != nil {
 			return nil, aerr
 		}
-		// A renewal of ours had been applied after all: release over it.
+		// Our record, rewritten by a waiter reserving the next turn, or a
+		// renewal of ours that had been applied after all: release over
+		// it. Reservations are the others' progress, not failures of ours:
+		// they do not use up the attempts (an older waiter may take a
+		// reservation over from a younger one, so several can come in
+		// during one release).
+		if rewritten && rewrites < maxRewrites {
+			rewrites++
+			attempt--
+		}
 		lastErr = err
 	}
 	l.orphan()

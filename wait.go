@@ -349,6 +349,10 @@ func (s *snapshot) age() time.Duration {
 func (lm *leaseManager) reserve(ctx context.Context, s *snapshot, w *waiter) {
 	rec := *s.rec
 	rec.Next, rec.NextWaited = w.id, w.age(rec.Generation)
+	// The rewrite moves Last-Modified, not the holder's lease: record when
+	// the holder's own write was made, by S3's clock, for readers to date
+	// the lease from (an earlier reservation's copy, if any, is kept).
+	rec.LeaseStart = s.leaseStart()
 	if _, f, _ := lm.put(ctx, &rec, condition{etag: s.etag}); f == failNone {
 		w.reserved, w.rank = true, 0
 	}

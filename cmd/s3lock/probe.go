@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -26,6 +27,12 @@ func probe(c *cobra.Command, o *s3Flags, args []string, sio streams) error {
 	defer ss.cancel()
 	u, ctx, client := ss.url, ss.ctx, ss.client
 	err = s3lock.Probe(ctx, client, u.bucket, u.key)
+	var skew *s3lock.ClockSkewError
+	if errors.As(err, &skew) {
+		fmt.Fprintf(sio.stdout, "%s: WARNING: the store's Date runs %v ahead of the Last-Modified it stamps (Date %s, Last-Modified %s): contenders will judge expiry by their own clock alone, so a dead holder's lock is taken over one TTL + margin after a contender first looks\n",
+			u, skew.Date.Sub(skew.LastModified), skew.Date.UTC().Format(time.RFC3339), skew.LastModified.UTC().Format(time.RFC3339))
+		err = nil
+	}
 	switch {
 	case err == nil:
 		fmt.Fprintf(sio.stdout, "%s: conditional writes are honoured (If-None-Match and If-Match on PutObject, alone and racing): s3lock can use this store\n", u)

@@ -1,0 +1,210 @@
+// Whose clock is trusted when: S3's Date header only once this process has
+// seen it agree with the store's own Last-Modified stamps.
+
+package s3lock
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// The S3-clock rule of untilExpired compares two headers: the Date of a GET
+// answer and the object's Last-Modified. It is safe only if both come
+// from one clock. A gateway in front of the store (a proxy, or a front end
+// on another host with a broken NTP) can answer with its own Date: an hour
+// ahead, every hold looks an hour old, and a fresh contender would take a
+// live hold at once. So the rule is used only while the clock is trusted:
+// this process has seen the Date of the answer to a PUT of its own agree
+// with the Last-Modified that S3 then reported for that write.
+//
+// Agreement means Date − Last-Modified ≤ margin − 1 s on the truncated
+// headers, which bounds how far Date can run ahead of the store's clock to
+// under the margin, the slack the rule already allows (an answer's Date is
+// never earlier than the write it answers, so a Date running behind only
+// makes the rule later, never unsafe). Evidence comes for free when a read
+// shows the version a write of ours left; otherwise a contender that finds
+// a hold S3's clock calls expired, and its own monotonic clock not yet,
+// checks with one PUT and one GET of a scratch object (the key +
+// clockCheckSuffix). Until the clock is trusted, expiry is judged by the
+// monotonic rule alone: a fresh process then waits one TTL + margin before
+// it takes over even a hold abandoned long ago.
+
+// clockCheckSuffix names the scratch object of a clock check, after the
+// lock's key (so a policy that grants key* covers it, as for the probe).
+const clockCheckSuffix = ".s3lock-clock"
+
+// clockTrustFor is how long one agreement keeps S3's clock trusted
+// without new evidence.
+const clockTrustFor = 15 * time.Minute
+
+// clockRecheck is how long after a check that did not establish trust
+// (disagreement, or a failed request) the next may be made.
+const clockRecheck = time.Minute
+
+// clockCheckTries bounds the writes of one check: an answer's Date and the
+// write's Last-Modified fall in different seconds now and then on a good
+// store; a Date that is really ahead disagrees every time.
+const clockCheckTries = 3
+
+// clockTrust is what a lease manager knows of S3's clock. It is protected
+// by leaseManager.mu.
+type clockTrust struct {
+	trustedAt time.Time // monotonic: last agreement (zero: none)
+	checkedAt time.Time // monotonic: last check that did not establish trust
+	skew      time.Duration
+	// The ETag our last write left and the Date of its answer, so that a
+	// read showing that version is evidence about the clock.
+	writeETag string
+	writeDate time.Time
+}
+
+// clockAgrees reports whether a write's answer dated date and its
+// Last-Modified lastModified agree within margin (see above).
+func clockAgrees(date, lastModified time.Time, margin time.Duration) bool {
+	return date.Sub(lastModified) <= margin-time.Second
+}
+
+// clockTrusted reports whether the S3-clock rule may be used.
+func (lm *leaseManager) clockTrusted() bool {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	return !lm.s3clock.trustedAt.IsZero() && time.Since(lm.s3clock.trustedAt) < clockTrustFor
+}
+
+// noteClock records one comparison of a write's answer Date with its
+// Last-Modified. A disagreement withdraws trust at once.
+func (lm *leaseManager) noteClock(date, lastModified time.Time) bool {
+	ok := clockAgrees(date, lastModified, lm.margin)
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	lm.s3clock.skew = date.Sub(lastModified)
+	if ok {
+		lm.s3clock.trustedAt = time.Now()
+	} else {
+		if !lm.s3clock.trustedAt.IsZero() {
+			lm.log.Warn("s3lock: S3's Date disagrees with its Last-Modified; judging expiry by this process's clock alone",
+				"key", lm.key, "date_minus_last_modified", date.Sub(lastModified))
+		}
+		lm.s3clock.trustedAt = time.Time{}
+		lm.s3clock.checkedAt = time.Now()
+	}
+	return ok
+}
+
+// noteWrite remembers the ETag a write of ours left and its answer's Date.
+func (lm *leaseManager) noteWrite(etag string, date time.Time) {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	lm.s3clock.writeETag, lm.s3clock.writeDate = etag, date
+}
+
+// checkOwnWrite compares the Date of our last write's answer with the
+// Last-Modified of s, when s is the version that write left.
+func (lm *leaseManager) checkOwnWrite(s *snapshot) {
+	lm.mu.Lock()
+	etag, date := lm.s3clock.writeETag, lm.s3clock.writeDate
+	lm.mu.Unlock()
+	if etag == "" || s.etag != etag || date.IsZero() || s.lastModified.IsZero() {
+		return
+	}
+	lm.noteClock(date, s.lastModified)
+}
+
+// wantsClockCheck reports whether checking S3's clock could change the
+// verdict on s: S3's clock would call the hold expired now, the monotonic
+// rule does not, the clock is not trusted, and no check failed lately.
+func (lm *leaseManager) wantsClockCheck(s *snapshot) bool {
+	if !s.exists || (s.rec != nil && (!s.rec.held() || lm.isOrphan(s.rec.Nonce))) {
+		return false
+	}
+	ttl := s.holdTTL(lm.ttl)
+	byS3, ok := s.untilExpiredByS3(ttl + lm.margin)
+	if !ok || byS3 > 0 || lm.untilExpired(s, ttl) <= 0 {
+		return false
+	}
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	return lm.s3clock.checkedAt.IsZero() || time.Since(lm.s3clock.checkedAt) >= clockRecheck
+}
+
+// checkClock writes the scratch object and reads it back, up to
+// clockCheckTries times, until Date and Last-Modified agree. It returns
+// whether they did; a failed request counts as no.
+func (lm *leaseManager) checkClock(ctx context.Context) bool {
+	key := lm.key + clockCheckSuffix
+	if validateKey(key) != nil {
+		lm.noteClockFailure(fmt.Errorf("scratch key %q too long", key))
+		return false
+	}
+	for range clockCheckTries {
+		date, lastModified, err := measureClock(ctx, lm.client, lm.bucket, key)
+		if err != nil {
+			lm.noteClockFailure(err)
+			return false
+		}
+		if lm.noteClock(date, lastModified) {
+			return true
+		}
+		if date.Sub(lastModified) > lm.margin {
+			break // more than a boundary between seconds: really ahead
+		}
+	}
+	lm.log.Info("s3lock: S3's Date runs ahead of its Last-Modified; judging expiry by this process's clock alone",
+		"key", lm.key, "date_minus_last_modified", lm.clockSkew())
+	return false
+}
+
+func (lm *leaseManager) clockSkew() time.Duration {
+	lm.mu.Lock()
+	defer lm.mu.Unlock()
+	return lm.s3clock.skew
+}
+
+func (lm *leaseManager) noteClockFailure(err error) {
+	lm.mu.Lock()
+	lm.s3clock.checkedAt = time.Now()
+	lm.mu.Unlock()
+	lm.log.Info("s3lock: could not check S3's clock; judging expiry by this process's clock alone", "key", lm.key, "error", err)
+}
+
+// measureClock PUTs a small object at key and reads it back. It returns the
+// Date of the PUT's answer and the Last-Modified the read reports for that
+// write.
+func measureClock(ctx context.Context, client S3API, bucket, key string) (date, lastModified time.Time, err error) {
+	body := []byte("s3lock clock check " + newNonce() + "; safe to delete\n")
+	out, err := client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        &bucket,
+		Key:           &key,
+		Body:          bytes.NewReader(body),
+		ContentLength: aws.Int64(int64(len(body))),
+		ContentType:   aws.String("text/plain"),
+		CacheControl:  aws.String("no-store"),
+	})
+	if err != nil {
+		_, mapped := classify(err, bucket)
+		return date, lastModified, fmt.Errorf("s3lock: clock check: writing s3://%s/%s: %w", bucket, key, mapped)
+	}
+	date = responseDate(out.ResultMetadata)
+	get, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	if err != nil {
+		_, mapped := classify(err, bucket)
+		return date, lastModified, fmt.Errorf("s3lock: clock check: reading s3://%s/%s: %w", bucket, key, mapped)
+	}
+	got, rerr := io.ReadAll(io.LimitReader(get.Body, int64(len(body))+1))
+	get.Body.Close()
+	switch {
+	case rerr != nil:
+		return date, lastModified, fmt.Errorf("s3lock: clock check: reading s3://%s/%s: %w: %w", bucket, key, ErrUnavailable, rerr)
+	case !bytes.Equal(got, body):
+		return date, lastModified, fmt.Errorf("s3lock: clock check: s3://%s/%s was rewritten before it could be read back", bucket, key)
+	case date.IsZero() || get.LastModified == nil:
+		return date, lastModified, fmt.Errorf("s3lock: clock check: the store sent no Date or no Last-Modified")
+	}
+	return date, *get.LastModified, nil
+}
