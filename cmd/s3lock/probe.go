@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -13,23 +14,21 @@ func newProbeCommand(sio streams) *cobra.Command {
 	o := &s3Flags{}
 	c := newCommand("probe", "check that a store honours conditional writes", probeHelp, probeMore)
 	o.register(c)
-	c.RunE = func(c *cobra.Command, args []string) error { return probe(c, o, args, sio) }
+	c.Args = urlArgs(false)
+	c.RunE = func(c *cobra.Command, args []string) error {
+		return o.withTarget(c, args, false, func(ctx context.Context, t target) error { return probe(ctx, t, sio) })
+	}
 	return c
 }
 
 // probe implements "s3lock probe".
-func probe(c *cobra.Command, o *s3Flags, args []string, sio streams) error {
-	ss, err := o.open(c, args, false)
-	if err != nil {
-		return err
-	}
-	defer ss.cancel()
-	u, ctx, client := ss.url, ss.ctx, ss.client
-	err = s3lock.Probe(ctx, client, u.bucket, u.key)
+func probe(ctx context.Context, t target, sio streams) error {
+	u := t.url
+	err := s3lock.Probe(ctx, t.client, u.bucket, u.key)
 	switch {
 	case err == nil:
 		fmt.Fprintf(sio.stdout, "%s: conditional writes are honoured (If-None-Match and If-Match on PutObject, alone and racing): s3lock can use this store\n", u)
-		warnVersioning(ctx, sio, client, u.bucket, u.key)
+		warnVersioning(ctx, sio, t)
 		return nil
 	case errors.Is(err, s3lock.ErrConditionalWritesUnsupported):
 		fmt.Fprintf(sio.stdout, "%s: conditional writes are NOT honoured: a lock here would not exclude anyone\n", u)
