@@ -1,6 +1,8 @@
 package main
 
 import (
+	"slices"
+
 	"github.com/spf13/cobra"
 )
 
@@ -26,23 +28,24 @@ Examples:
 func newCompletionCommand() *cobra.Command {
 	c := newCommand("completion", "print a shell completion script (bash, zsh or fish)", completionHelp, completionMore)
 	c.ValidArgs = []string{"bash", "zsh", "fish"}
-	c.RunE = func(c *cobra.Command, args []string) error {
-		if err := versionRequested(c); err != nil {
-			return err
-		}
-		if len(args) != 1 {
+	c.Args = func(_ *cobra.Command, args []string) error {
+		switch {
+		case len(args) != 1:
 			return usageErr("want one shell: bash, zsh or fish; see 's3lock completion --help'")
+		case !slices.Contains(c.ValidArgs, args[0]):
+			return usageErr("unknown shell %q: want bash, zsh or fish", args[0])
 		}
+		return nil
+	}
+	c.RunE = func(c *cobra.Command, args []string) error {
 		root, w := c.Root(), c.OutOrStdout()
 		switch args[0] {
 		case "bash":
 			return root.GenBashCompletionV2(w, true)
 		case "zsh":
 			return root.GenZshCompletion(w)
-		case "fish":
-			return root.GenFishCompletion(w, true)
 		}
-		return usageErr("unknown shell %q: want bash, zsh or fish", args[0])
+		return root.GenFishCompletion(w, true)
 	}
 	return c
 }

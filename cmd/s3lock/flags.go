@@ -8,36 +8,19 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// errHelp is returned after a command printed its help or the version:
-// exit 0, print nothing more.
-var errHelp = withCode(exitOK, errors.New("help requested"))
-
 // newCommand returns a subcommand, described in a few words by short (for
-// shell completion), whose help is help, the flag list, the
-// AWS notes (when it has the AWS flags) and more. Flags may come before
-// and after the positional arguments; everything after the first "--" is
-// left to the command (see [splitDash]). RunE must call
-// [versionRequested] first.
+// shell completion), whose help is help, the flag list, the AWS notes
+// (when it has the AWS flags), more and the exit codes that apply to it.
+// Flags may come before and after the positional arguments; everything
+// after the first "--" is left to the command (see [splitDash]). The
+// caller sets Args, which validates the positional arguments, and RunE.
 func newCommand(name, short, help, more string) *cobra.Command {
-	c := &cobra.Command{
+	return &cobra.Command{
 		Use:     name,
 		Short:   short, // for shell completion
 		Long:    help,
-		Example: more,
-		Args:    cobra.ArbitraryArgs,
+		Example: more + exitCodesHelp(name),
 	}
-	c.Flags().Bool("version", false, "print the version of s3lock and exit")
-	return c
-}
-
-// versionRequested prints the version if --version was given, and then
-// returns errHelp.
-func versionRequested(c *cobra.Command) error {
-	if v, _ := c.Flags().GetBool("version"); v {
-		fmt.Fprintln(c.OutOrStdout(), versionString())
-		return errHelp
-	}
-	return nil
 }
 
 // splitDash splits a command's arguments at the first "--": the

@@ -2,36 +2,6 @@ package main
 
 import "strings"
 
-// exitCodesHelp is the exit-code table, shown by "s3lock --help" and
-// "s3lock run --help".
-const exitCodesHelp = `Exit codes:
-  0        success (run: the command exited 0)
-  1-255    run: the command's own exit code, passed through
-           (128+N when the command was killed by signal N)
-  1        probe: the store does NOT honour conditional writes;
-           unlock: the lock changed between its read and its write,
-           nothing was broken
-  2        bad usage or configuration: malformed s3:// URL, unknown flag,
-           missing "--", no credentials or region, unknown profile,
-           missing bucket, access denied; no command was started
-  69       S3 unreachable or failing (network, 5xx) after retries; run did
-           not start the command
-  75       run: the lock is held by someone else and --wait ran out
-           (at once with --wait 0); change it with --conflict-exit-code
-  76       run: the lease was lost while the command ran (renewal failed
-           until the lease's safe deadline, or the lock was taken or
-           broken); the command got SIGTERM, then SIGKILL
-  126/127  run: the command could not be started / was not found; it
-           did not run, and the lock is not held
-  128+N    run: s3lock got signal N while waiting for the lock; the
-           command was not started
-
-  s3lock prints one line on stderr whenever it exits with a code of its
-  own (2, 69, 75, 76, 126, 127, 128+N), so a child's exit 75 and a lock
-  conflict can be told apart in logs; scripts that must tell them apart
-  by code can pick another --conflict-exit-code.
-`
-
 const mainHelp = `s3lock - run commands under a lock kept in one S3 object: flock(1) for
 jobs on many hosts (cron, deploys, CI steps, batch jobs).
 
@@ -64,8 +34,7 @@ Examples:
 
 AWS configuration is the SDK's usual chain (environment, profiles, SSO,
 roles); --profile, --region, --endpoint-url and --path-style override it.
-
-` + exitCodesHelp
+`
 
 const runHelp = `Usage:
   s3lock run [flags] s3://bucket/key -- command [args...]
@@ -110,8 +79,7 @@ Examples:
 
   # an S3-compatible store on a custom endpoint
   s3lock run --endpoint-url http://127.0.0.1:9000 --path-style s3://locks/job -- ./job
-
-` + exitCodesHelp
+`
 
 const statusHelp = `Usage:
   s3lock status [--json] [flags] s3://bucket/key
@@ -119,9 +87,8 @@ const statusHelp = `Usage:
 Shows whether the lock is free or held, and if held: by whom (owner), since
 when (the holder's clock), until when the lease runs unless renewed (S3's
 clock) and its generation (the fencing token of the hold). It reads the
-lock object with one GET and writes nothing. Exit code 0 whether the lock
-is free or held; 2 for bad usage, a missing bucket or denied access; 69 if
-S3 could not be reached.
+lock object with one GET and writes nothing, and exits 0 whether the lock
+is free or held.
 
 It also reads the bucket's versioning state (and, when versioning is on,
 its lifecycle rules) and warns on stderr, with the rule to add, when
@@ -150,11 +117,8 @@ object and overwrites it with a free record, on condition that the object
 is still the one it read (same ETag), so it never breaks a hold it did not
 see. The generation goes up by one, so a holder that comes back finds its
 lease lost (s3lock run stops its command and exits 76) and its fencing
-token outdated. Without --force it only shows the hold and exits 2.
-
-Exit codes: 0 broken (or nothing to break); 1 the lock changed between the
-read and the write (renewed, released or taken over): nothing was broken;
-2 bad usage, no --force, missing bucket or denied access; 69 S3 failing.
+token outdated. Without --force it only shows the hold and exits 2; with
+nothing to break it exits 0.
 `
 
 const unlockMore = `
@@ -178,9 +142,6 @@ winner. At most 132 PUTs, 17 GETs and 9 DELETEs; it needs s3:PutObject,
 s3:GetObject and s3:DeleteObject there. A pass is evidence, not proof: a
 store that races rarely can pass. After a pass it warns, as status does,
 about a versioned bucket that keeps every old version of the lock.
-
-Exit codes: 0 honoured; 1 not honoured; 2 bad usage, missing bucket or
-denied access; 69 S3 failing.
 `
 
 const probeMore = `

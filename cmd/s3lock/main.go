@@ -23,40 +23,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// Exit codes. Those of run's child pass through unchanged, so the codes
-// s3lock uses for its own outcomes are chosen away from the common ones
-// (0, 1, 2 and 126-255 are the shell's) and s3lock always prints a line on
-// stderr when it exits with one of them.
-const (
-	exitOK = 0
-	// exitFailure: probe found a store that ignores conditional writes;
-	// unlock found the lock changed between its read and its write.
-	exitFailure = 1
-	// exitUsage: bad command line or configuration (malformed URL, unknown
-	// flag, missing "--", no credentials or region, unknown profile,
-	// missing bucket, access denied, a store without conditional writes).
-	// Retrying the same command cannot help. No child was started.
-	exitUsage = 2
-	// exitUnavailable (sysexits EX_UNAVAILABLE): S3 could not be reached
-	// or kept failing. No child was started (run) or no answer was had.
-	exitUnavailable = 69
-	// exitConflict (sysexits EX_TEMPFAIL): the lock is held by someone
-	// else and --wait ran out (at once with --wait 0). It is the default
-	// of --conflict-exit-code.
-	exitConflict = 75
-	// exitLeaseLost: the lease was lost while the child ran (renewal kept
-	// failing until the lease's safe deadline, or someone took or broke
-	// the lock); the child was sent SIGTERM, then SIGKILL.
-	exitLeaseLost = 76
-	// exitCannotExec and exitNotFound follow the shell: the command exists
-	// but could not be started / was not found. Nothing was locked.
-	exitCannotExec = 126
-	exitNotFound   = 127
-	// exitSignal + N: s3lock was stopped by signal N while waiting for the
-	// lock (no child was started), or the child was killed by signal N.
-	exitSignal = 128
-)
-
 func main() {
 	os.Exit(cli(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
@@ -65,23 +31,6 @@ func main() {
 type streams struct {
 	stdin, stdout, stderr *os.File
 }
-
-// exitError carries an exit code with the message printed for it.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-// usageErr returns an error that exits with exitUsage.
-func usageErr(format string, args ...any) error {
-	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
-}
-
-// withCode attaches an exit code to err.
-func withCode(code int, err error) error { return &exitError{code: code, err: err} }
 
 // cli runs one invocation and returns its exit code.
 func cli(args []string, stdin, stdout, stderr *os.File) int {
@@ -95,18 +44,23 @@ func cli(args []string, stdin, stdout, stderr *os.File) int {
 			args = append([]string{"--version"}, args[1:]...)
 		}
 	}
-	code := exitOK
-	root := newRoot(sio, &code)
+	root := newRoot(sio)
 	root.SetArgs(append([]string{}, args...))
 	c, err := root.ExecuteC()
 	if err == nil {
-		return code
+		return exitOK
 	}
 	if c == nil {
 		c = root
 	}
-	var ee *exitError
-	if !errors.As(err, &ee) {
+	var (
+		child *childExitError
+		ee    *exitError
+	)
+	switch {
+	case errors.As(err, &child):
+		return child.code // the child has had its say
+	case !errors.As(err, &ee):
 		// A flag before the command: cobra returns the parse error of
 		// the root's flags as it is.
 		err = flagError(c, err)
@@ -118,13 +72,22 @@ func cli(args []string, stdin, stdout, stderr *os.File) int {
 	return report(stderr, name, err)
 }
 
-// newRoot returns the s3lock command and its subcommands. run sets *code
-// to its child's exit code.
-func newRoot(sio streams, code *int) *cobra.Command {
+// newRoot returns the s3lock command and its subcommands.
+func newRoot(sio streams) *cobra.Command {
 	root := &cobra.Command{
-		Use:           "s3lock",
-		Long:          mainHelp,
-		Args:          cobra.ArbitraryArgs,
+		Use:  "s3lock",
+		Long: mainHelp + exitCodesHelp(""),
+		// The root runs when no command was named: an argument is an
+		// unknown command, none a missing one.
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageErr("unknown command %q (commands: run, status, unlock, probe); see 's3lock --help'", args[0])
+			}
+			return nil
+		},
+		RunE: func(*cobra.Command, []string) error {
+			return usageErr("missing command (run, status, unlock or probe); see 's3lock --help'")
+		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		// Parse the root's own flags before finding the command, so that
@@ -133,24 +96,14 @@ func newRoot(sio streams, code *int) *cobra.Command {
 		TraverseChildren: true,
 		// Our own completion command, with help in the house style.
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
-		RunE: func(c *cobra.Command, args []string) error {
-			if err := versionRequested(c); err != nil {
-				return err
-			}
-			if len(args) == 0 {
-				return usageErr("missing command (run, status, unlock or probe); see 's3lock --help'")
-			}
-			return usageErr("unknown command %q (commands: run, status, unlock, probe); see 's3lock --help'", args[0])
-		},
 	}
-	root.Flags().Bool("version", false, "print the version of s3lock and exit")
 	root.SetIn(sio.stdin)
 	root.SetOut(sio.stdout)
 	root.SetErr(sio.stderr)
 	root.SetHelpFunc(func(c *cobra.Command, _ []string) { printHelp(c) })
 	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(
-		newRunCommand(sio, code),
+		newRunCommand(sio),
 		newStatusCommand(sio),
 		newUnlockCommand(sio),
 		newProbeCommand(sio),
@@ -165,6 +118,16 @@ func newRoot(sio streams, code *int) *cobra.Command {
 			},
 		},
 	)
+	// cobra answers --version on every command whose Version is set, with
+	// the root's template. The flag is declared here rather than left to
+	// cobra, which would give it the shorthand -v that run uses for
+	// --verbose.
+	root.SetVersionTemplate("{{.Version}}\n")
+	version := versionString()
+	for _, c := range append([]*cobra.Command{root}, root.Commands()...) {
+		c.Version = version
+		c.Flags().Bool("version", false, "print the version of s3lock and exit")
+	}
 	return root
 }
 
@@ -177,9 +140,6 @@ func report(stderr io.Writer, cmd string, err error) int {
 	code := exitUnavailable
 	if errors.As(err, &ee) {
 		code = ee.code
-	}
-	if errors.Is(err, errHelp) {
-		return exitOK
 	}
 	prefix := "s3lock"
 	if cmd != "" {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -14,29 +15,28 @@ func newProbeCommand(sio streams) *cobra.Command {
 	o := &s3Flags{}
 	c := newCommand("probe", "check that a store honours conditional writes", probeHelp, probeMore)
 	o.register(c)
-	c.RunE = func(c *cobra.Command, args []string) error { return probe(c, o, args, sio) }
+	c.Args = urlArgs(false)
+	c.RunE = func(c *cobra.Command, args []string) error {
+		return o.withTarget(c, args, false, func(ctx context.Context, t target) error { return probe(ctx, t, sio) })
+	}
 	return c
 }
 
 // probe implements "s3lock probe".
-func probe(c *cobra.Command, o *s3Flags, args []string, sio streams) error {
-	ss, err := o.open(c, args, false)
-	if err != nil {
-		return err
-	}
-	defer ss.cancel()
-	u, ctx, client := ss.url, ss.ctx, ss.client
-	err = s3lock.Probe(ctx, client, u.bucket, u.key)
+func probe(ctx context.Context, t target, sio streams) error {
+	u := t.url
+	err := s3lock.Probe(ctx, t.client, u.bucket, u.key)
 	var skew *s3lock.ClockSkewError
 	if errors.As(err, &skew) {
-		fmt.Fprintf(sio.stdout, "%s: WARNING: the store's Date runs %v ahead of the Last-Modified it stamps (Date %s, Last-Modified %s): contenders will judge expiry by their own clock alone, so a dead holder's lock is taken over one TTL + margin after a contender first looks\n",
+		// Safe to use; say what it costs.
+		fmt.Fprintf(sio.stdout, "%s: WARNING: the store's Date runs %v ahead of the Last-Modified it stamps (Date %s, Last-Modified %s): contenders judge expiry by their own clock alone, so a dead holder's lock is taken over one TTL + margin after a contender first looks\n",
 			u, skew.Date.Sub(skew.LastModified), skew.Date.UTC().Format(time.RFC3339), skew.LastModified.UTC().Format(time.RFC3339))
 		err = nil
 	}
 	switch {
 	case err == nil:
 		fmt.Fprintf(sio.stdout, "%s: conditional writes are honoured (If-None-Match and If-Match on PutObject, alone and racing): s3lock can use this store\n", u)
-		warnVersioning(ctx, sio, client, u.bucket, u.key)
+		warnVersioning(ctx, sio, t)
 		return nil
 	case errors.Is(err, s3lock.ErrConditionalWritesUnsupported):
 		fmt.Fprintf(sio.stdout, "%s: conditional writes are NOT honoured: a lock here would not exclude anyone\n", u)

@@ -78,9 +78,8 @@ func (w *waitFlag) Set(s string) error {
 	return nil
 }
 
-// newRunCommand returns "s3lock run", which sets *code to the child's
-// exit code.
-func newRunCommand(sio streams, code *int) *cobra.Command {
+// newRunCommand returns "s3lock run".
+func newRunCommand(sio streams) *cobra.Command {
 	o := &runOpts{}
 	c := newCommand("run", "take the lock, run the command while renewing the lease, release", runHelp, runMore)
 	fs := c.Flags()
@@ -96,48 +95,56 @@ func newRunCommand(sio streams, code *int) *cobra.Command {
 	fs.DurationVar(&o.failTimeout, "failure-timeout", defaultFailureTimeout, "exit 69 once S3 has failed for `duration` without a break while waiting, whatever --wait says")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log every S3 write of the lock on stderr")
 	o.aws.register(c)
-	c.RunE = func(c *cobra.Command, args []string) error {
-		var err error
-		*code, err = o.run(c, args, sio)
+	c.Args = func(c *cobra.Command, args []string) error {
+		_, _, err := o.target(c, args)
 		return err
 	}
+	c.RunE = func(c *cobra.Command, args []string) error { return o.run(c, args, sio) }
 	return c
 }
 
-// run implements "s3lock run". It returns the child's exit code, or an
-// error carrying s3lock's own.
-func (o *runOpts) run(c *cobra.Command, args []string, sio streams) (int, error) {
-	if err := versionRequested(c); err != nil {
-		return 0, err
-	}
+// target returns the lock's URL and the command to run, from the
+// positional arguments, "--" and -c.
+func (o *runOpts) target(c *cobra.Command, args []string) (s3URL, []string, error) {
 	pos, tail, dashdash := splitDash(c, args)
 	argv, err := o.childArgs(pos, tail, dashdash)
 	if err != nil {
-		return 0, err
+		return s3URL{}, nil, err
 	}
 	u, err := oneURL(c, pos, true)
 	if err != nil {
-		return 0, err
+		return s3URL{}, nil, err
+	}
+	return u, argv, nil
+}
+
+// run implements "s3lock run". When the child exits with a code other
+// than 0, it returns a *childExitError with that code; any other error
+// carries s3lock's own.
+func (o *runOpts) run(c *cobra.Command, args []string, sio streams) error {
+	u, argv, err := o.target(c, args)
+	if err != nil {
+		return err
 	}
 	if err := o.validate(); err != nil {
-		return 0, err
+		return err
 	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			return 0, withCode(exitNotFound, fmt.Errorf("command not found: %w", err))
+			return withCode(exitNotFound, fmt.Errorf("command not found: %w", err))
 		}
-		return 0, withCode(exitCannotExec, fmt.Errorf("cannot run command: %w", err))
+		return withCode(exitCannotExec, fmt.Errorf("cannot run command: %w", err))
 	}
 
-	ctx := context.Background()
+	ctx := c.Context()
 	client, err := o.aws.client(ctx)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	m, err := s3lock.New(client, u.bucket, u.key, o.mutexOptions(sio.stderr)...)
 	if err != nil {
-		return 0, withCode(exitUsage, err)
+		return withCode(exitUsage, err)
 	}
 
 	// From here on the signals that would stop s3lock are caught: while
@@ -148,7 +155,7 @@ func (o *runOpts) run(c *cobra.Command, args []string, sio streams) (int, error)
 	defer signal.Stop(sigs)
 
 	if err := o.acquire(ctx, m, u, sigs); err != nil {
-		return 0, err
+		return err
 	}
 	return o.runHeld(m, u, path, argv, sio, sigs)
 }
@@ -284,23 +291,10 @@ func (o *runOpts) acquire(ctx context.Context, m *s3lock.Mutex, u s3URL, sigs <-
 	return withCode(exitUnavailable, fmt.Errorf("acquiring %s: %w", u, err))
 }
 
-// isConfigError reports S3 errors that retrying the same command cannot
-// fix.
-func isConfigError(err error) bool {
-	return errors.Is(err, s3lock.ErrBucketNotFound) || errors.Is(err, s3lock.ErrAccessDenied) ||
-		errors.Is(err, s3lock.ErrInvalidArgument) || errors.Is(err, s3lock.ErrConditionalWritesUnsupported)
-}
-
-// s3Error gives err the exit code its kind calls for.
-func s3Error(err error) error {
-	if isConfigError(err) {
-		return withCode(exitUsage, err)
-	}
-	return withCode(exitUnavailable, err)
-}
-
-// runHeld runs the child while m holds the lock, then releases it.
-func (o *runOpts) runHeld(m *s3lock.Mutex, u s3URL, path string, argv []string, sio streams, sigs <-chan os.Signal) (int, error) {
+// runHeld runs the child while m holds the lock, then releases it. It
+// returns nil when the child exited 0, and a *childExitError when it
+// exited with another code.
+func (o *runOpts) runHeld(m *s3lock.Mutex, u s3URL, path string, argv []string, sio streams, sigs <-chan os.Signal) error {
 	var lost error
 	release := func() error {
 		timeout := releaseTimeout
@@ -328,11 +322,11 @@ func (o *runOpts) runHeld(m *s3lock.Mutex, u s3URL, path string, argv []string, 
 		// Lost between the acquire and now (a very long stall): never
 		// start the command without the lock.
 		_ = release()
-		return 0, withCode(exitLeaseLost, fmt.Errorf("%s before the command was started; it was not run", lostReason(context.Cause(hold), u)))
+		return withCode(exitLeaseLost, fmt.Errorf("%s before the command was started; it was not run", lostReason(context.Cause(hold), u)))
 	}
 	if err := cmd.Start(); err != nil {
 		_ = release()
-		return 0, withCode(exitCannotExec, fmt.Errorf("cannot run %s: %w", argv[0], err))
+		return withCode(exitCannotExec, fmt.Errorf("cannot run %s: %w", argv[0], err))
 	}
 	waited := make(chan struct{})
 	go func() {
@@ -363,20 +357,26 @@ func (o *runOpts) runHeld(m *s3lock.Mutex, u s3URL, path string, argv []string, 
 	code := exitStatus(cmd.ProcessState)
 	uerr := release()
 	if lost != nil {
-		return 0, withCode(exitLeaseLost, fmt.Errorf("%s; the command was stopped (its status: %s)", lostReason(lost, u), cmd.ProcessState))
+		return withCode(exitLeaseLost, fmt.Errorf("%s; the command was stopped (its status: %s)", lostReason(lost, u), cmd.ProcessState))
 	}
 	if uerr != nil {
 		if errors.Is(uerr, s3lock.ErrLeaseLost) {
-			return 0, withCode(exitLeaseLost, fmt.Errorf("lease on %s was lost before the command ended (%w): the command (exit %d) may have overlapped another holder", u, uerr, code))
+			return withCode(exitLeaseLost, fmt.Errorf("lease on %s was lost before the command ended (%w): the command (exit %d) may have overlapped another holder", u, uerr, code))
 		}
 		fmt.Fprintf(sio.stderr, "s3lock run: warning: could not release %s (%v); it stays held until its TTL (%v) runs out\n", u, oneLine(uerr.Error()), o.ttl)
 	}
-	return code, nil
+	if code != exitOK {
+		return &childExitError{code: code}
+	}
+	return nil
 }
 
-// lostReason says why a hold ended, from its context's cause.
+// lostReason says why a hold ended, from its context's cause. The bare
+// ErrLeaseLost means renewal failed until the safe deadline, and says
+// nothing more; the causes that wrap it say who took or broke the lock,
+// so errors.Is, which matches them all, cannot tell the two apart.
 func lostReason(cause error, u s3URL) string {
-	if cause == nil || cause.Error() == s3lock.ErrLeaseLost.Error() {
+	if cause == nil || cause == s3lock.ErrLeaseLost {
 		return fmt.Sprintf("lease lost: %s could not be renewed before its safe deadline", u)
 	}
 	return strings.TrimPrefix(cause.Error(), "s3lock: ")

@@ -144,8 +144,9 @@ func TestRunConflict(t *testing.T) {
 	}
 
 	// A waiter stopped by SIGTERM exits 128+15 without running anything.
-	waiter := h.start(env, append([]string{"run", h.url(key), "--"}, argv...)...)
-	time.Sleep(300 * time.Millisecond) // let it start waiting; the outcome is the same if not
+	// It is sent once it has read the held lock twice: it is waiting.
+	waiter, waiterGets := startWaiter(t, h, env, append([]string{"run", h.url(key), "--"}, argv...)...)
+	waitGets(t, waiterGets, 2, waiter)
 	if err := waiter.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -158,9 +159,10 @@ func TestRunConflict(t *testing.T) {
 	markerA, markerB := h.path("marker-a"), h.path("marker-b")
 	argvA, envA := childCmd("marker", "MARKER="+markerA)
 	argvB, envB := childCmd("marker", "MARKER="+markerB)
-	waiterA := h.start(envA, append([]string{"run", h.url(key), "--"}, argvA...)...)
-	waiterB := h.start(envB, append([]string{"run", "--wait", "60s", h.url(key), "--"}, argvB...)...)
-	time.Sleep(300 * time.Millisecond)
+	waiterA, getsA := startWaiter(t, h, envA, append([]string{"run", h.url(key), "--"}, argvA...)...)
+	waiterB, getsB := startWaiter(t, h, envB, append([]string{"run", "--wait", "60s", h.url(key), "--"}, argvB...)...)
+	waitGets(t, getsA, 2, waiterA)
+	waitGets(t, getsB, 2, waiterB)
 	if exists(markerA) || exists(markerB) {
 		t.Fatal("a waiting command ran while the lock was held")
 	}
@@ -176,6 +178,35 @@ func TestRunConflict(t *testing.T) {
 			t.Errorf("waiter %v: exit code = %d, ran: %v; want 0 and ran (stderr: %s)", w.b.cmd.Args[1:4], r.code, exists(w.marker), r.stderr)
 		}
 	}
+}
+
+// startWaiter starts s3lock like h.start, through its own proxy to h's
+// server that counts the GETs it passes on: how many times this process
+// has read the lock.
+func startWaiter(t *testing.T, h *harness, env []string, args ...string) (*background, *atomic.Int64) {
+	t.Helper()
+	gets := new(atomic.Int64)
+	hw := *h
+	hw.endpoint = s3locktest.Proxy(t, h.srv.URL(), func(_ http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodGet {
+			gets.Add(1)
+		}
+		return false
+	})
+	return hw.start(env, args...), gets
+}
+
+// waitGets waits up to 20 s for a process started by startWaiter to have
+// read the lock n times: after the first it found the lock held, after
+// the second it has waited and is waiting still.
+func waitGets(t *testing.T, gets *atomic.Int64, n int64, b *background) {
+	t.Helper()
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if gets.Load() >= n {
+			return
+		}
+	}
+	t.Fatalf("%v read the lock %d times in 20s; want %d (stderr: %s)", b.cmd.Args[1:], gets.Load(), n, b.stderr())
 }
 
 // TestRunS3Unavailable checks that an S3 that keeps failing is reported
@@ -239,8 +270,8 @@ func TestRunExitCodes(t *testing.T) {
 	for _, code := range []int{0, 1, 3, 42, 255} {
 		argv, env := childCmd("exit", "CODE="+strconv.Itoa(code))
 		r := h.run(env, append([]string{"run", h.url("locks/exit"), "--"}, argv...)...)
-		if r.code != code {
-			t.Errorf("child exit %d: s3lock exit code = %d (stderr: %s)", code, r.code, r.stderr)
+		if r.code != code || r.stderr != "" {
+			t.Errorf("child exit %d: s3lock exit code = %d, stderr %q; want %d and nothing of s3lock's own", code, r.code, r.stderr, code)
 		}
 	}
 	shell := []struct {

@@ -109,7 +109,7 @@ func TestHelpAndVersion(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	commands := map[string]*pflag.FlagSet{}
-	for _, c := range newRoot(streams{}, new(int)).Commands() {
+	for _, c := range newRoot(streams{}).Commands() {
 		if !c.Hidden {
 			commands[c.Name()] = c.Flags()
 		}
@@ -154,9 +154,16 @@ func TestHelpAndVersion(t *testing.T) {
 			t.Errorf("--help lacks %q", s)
 		}
 	}
+	// Every spelling prints the same one line: "s3lock VERSION GOVERSION"
+	// (with the VCS revision when the build recorded one).
 	r = runCmd(t, h.rawCommand(ctx, h.baseEnv(), "--version"))
-	if r.code != 0 || !strings.HasPrefix(r.stdout, "s3lock ") {
-		t.Errorf("--version: exit code %d, stdout %q", r.code, r.stdout)
+	if f := strings.Fields(r.stdout); r.code != 0 || len(lines(r.stdout)) != 1 || len(f) < 3 || f[0] != "s3lock" || !strings.HasPrefix(f[len(f)-1], "go") {
+		t.Errorf("--version: exit code %d, stdout %q; want 0 and \"s3lock VERSION [REVISION] GOVERSION\"", r.code, r.stdout)
+	}
+	for _, args := range [][]string{{"-version"}, {"version"}, {"run", "--version"}, {"status", "--version", "s3://b/k"}} {
+		if r2 := runCmd(t, h.rawCommand(ctx, h.baseEnv(), args...)); r2.code != 0 || r2.stdout != r.stdout || r2.stderr != "" {
+			t.Errorf("%q: exit code %d, stdout %q, stderr %q; want 0 and %q as --version prints", args, r2.code, r2.stdout, r2.stderr, r.stdout)
+		}
 	}
 }
 
