@@ -43,20 +43,45 @@
 // client's clock: clients may be off by hours. It judges a hold expired when
 // either of these, each safe on its own, is true:
 //
-//   - by S3's clock: the GET answer's Date minus the object's Last-Modified
-//     is at least TTL + margin + 1 s. Both headers have 1-second resolution;
-//     the extra second covers the truncation, so the object is provably
-//     older than TTL + margin ([WithExpiryMargin], default 1 s).
-//   - by its own monotonic clock: it has seen the same ETag for at least
-//     TTL + margin since it first saw it (the write happened before).
+//   - by its own monotonic clock: it has seen the same version of the hold
+//     (the holder's nonce) for at least TTL + margin since it first saw it
+//     (the write happened before).
+//   - by S3's clock: the GET answer's Date minus the holder's last write
+//     (the object's Last-Modified; a waiter's reservation, which rewrites
+//     the record, carries the holder's over) is at least TTL + margin + 1 s.
+//     Both have 1-second resolution; the extra second covers the
+//     truncation, so the write is provably older than TTL + margin
+//     ([WithExpiryMargin], default 1 s).
+//
+// S3's clock is used only once this process has seen the Date of an answer
+// to one of its own PUTs agree with the Last-Modified that S3 then reports
+// for that write (Date − Last-Modified at most margin − 1 s, so Date runs
+// ahead of the store's clock by less than the margin). A gateway with its
+// own clock in front of the store could otherwise date every answer an
+// hour ahead, and a fresh contender would take a live hold at once. The
+// evidence comes from reads that show a version this process wrote, or,
+// when S3's clock would decide a takeover and the monotonic rule would
+// not, from one PUT and one GET of a scratch object named after the key
+// (key + ".s3lock-clock"); a good check is trusted for 15 minutes, a
+// failed one is not retried for a minute. Where the clock does not check
+// out, a contender that first sees a hold abandoned long ago takes it over
+// one TTL + margin later, not at once; [Probe] reports such a store with
+// [ErrClockSkew].
 //
 // So a takeover happens at the earliest TTL + margin after the holder's last
 // write, and typically within TTL + 2-3 s; the holder's lease ended before
 // TTL. The gap is the safety margin. An object at the key that is not a
 // record s3lock accepts (corrupt, foreign, of a newer schema, larger than
 // 4 KiB) counts as held, and is taken over only once it is older
-// than the longer of the contender's TTL and the TTL the object carries
-// (when its ttl_ms can be read), by the same rules.
+// than the longer of the contender's TTL and the TTL it carries (when its
+// ttl_ms can be read), by the same rules.
+//
+// A renewal counts only when its write landed (or a read shows that it
+// did); one that failed is retried within a quarter of the renewal
+// interval, and after a suspend that left less than an interval of the
+// lease the renewer renews at once. A release is not cut short by the
+// caller's context: once that ends, it goes on for up to
+// [WithReleaseTimeout].
 //
 // # The record format between versions
 //

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,9 +37,17 @@ type answerStore struct {
 	mu     sync.Mutex
 	answer lockAnswer
 	puts   []http.Header
+	// The scratch object of a clock check: written and read back as a
+	// store would, under the fuzzed Date.
+	scratch         []byte
+	scratchModified time.Time
 }
 
 func (s *answerStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasSuffix(r.URL.Path, ".s3lock-clock") {
+		s.serveScratch(w, r)
+		return
+	}
 	s.mu.Lock()
 	a := s.answer
 	if r.Method == http.MethodPut {
@@ -67,6 +77,35 @@ func (s *answerStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPut:
 		h.Set("ETag", fmt.Sprintf(`"put-%d"`, n))
 		w.WriteHeader(http.StatusOK)
+	default:
+		w.WriteHeader(http.StatusMethodNotAllowed)
+	}
+}
+
+// serveScratch answers the clock check's PUT and GET of its scratch
+// object, dated with the fuzzed Date: the check then agrees only when that
+// Date agrees with the time of the write.
+func (s *answerStore) serveScratch(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.answer.date != "" {
+		w.Header().Set("Date", s.answer.date)
+	}
+	switch r.Method {
+	case http.MethodPut:
+		s.scratch, _ = io.ReadAll(r.Body)
+		s.scratchModified = time.Now()
+		w.Header().Set("ETag", `"scratch"`)
+		w.WriteHeader(http.StatusOK)
+	case http.MethodGet:
+		if s.scratch == nil {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		w.Header().Set("ETag", `"scratch"`)
+		w.Header().Set("Last-Modified", s.scratchModified.UTC().Format(http.TimeFormat))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(s.scratch)
 	default:
 		w.WriteHeader(http.StatusMethodNotAllowed)
 	}

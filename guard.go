@@ -3,6 +3,7 @@ package s3lock
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // WithLock acquires the lock with [Mutex.Lock], runs fn, and releases the
@@ -38,9 +39,16 @@ func (m *Mutex) WithLock(ctx context.Context, fn func(ctx context.Context) error
 	hold := m.Context()
 	fnCtx, cancelCause := context.WithCancelCause(parent)
 	stop := context.AfterFunc(hold, func() {
-		if cause := context.Cause(hold); errors.Is(cause, ErrLeaseLost) {
-			cancelCause(cause)
+		cause := context.Cause(hold)
+		if !errors.Is(cause, ErrLeaseLost) {
+			return
 		}
+		if dl, ok := parent.Deadline(); ok && !time.Now().Before(dl) {
+			// The lease ran out at fn's deadline, which ends fn's
+			// context itself (DeadlineExceeded, cause ErrLeaseLost).
+			return
+		}
+		cancelCause(cause)
 	})
 	cancel := func() { stop(); cancelCause(nil); cancelDeadline() }
 	// A deferred call runs on return, on panic (which then goes on with

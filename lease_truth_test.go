@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -300,5 +301,52 @@ func TestReleaseOutlastsManyReservations(t *testing.T) {
 	want := fmt.Sprintf("waiter-%d", reservations)
 	if rec["state"] != "free" || rec["next"] != want {
 		t.Fatalf("released record %v; want free, keeping next = %s", rec, want)
+	}
+}
+
+// TestGaveUpWaiterWithdrawsReservation: a Lock that reserved the next turn
+// and then gave up (its deadline passed) takes the reservation back, so
+// the holder's release does not leave the free lock to a waiter that has
+// gone (the old code kept it from everyone for 2 s per such caller).
+func TestGaveUpWaiterWithdrawsReservation(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "locks/withdraw"
+	put := func(gen int) {
+		body := fmt.Appendf(nil, `{"s3lock":1,"state":"held","owner":"holder","nonce":"n%d","generation":%d,"ttl_ms":30000,"written_at":"2025-01-01T00:00:00Z"}`, gen, gen)
+		if err := srv.PutObject(ctx, key, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(1)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	waiter := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithRetryInterval(20*time.Millisecond))
+	done := make(chan error, 1)
+	go func() { done <- waiter.Lock(wctx) }()
+	// Grants go by (new held records) until the waiter, passed over,
+	// reserves the next turn in the held record.
+	reserved := false
+	for gen := 2; gen < 200 && !reserved; gen++ {
+		put(gen)
+		for range 20 {
+			time.Sleep(10 * time.Millisecond)
+			if rec, _ := rawRecord(t, srv, key); rec["next"] != nil {
+				reserved = true
+				break
+			}
+		}
+	}
+	if !reserved {
+		cancel()
+		<-done
+		t.Fatal("the waiter never reserved the next turn")
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Lock() = %v; want context.Canceled", err)
+	}
+	if rec, _ := rawRecord(t, srv, key); rec["next"] != nil || rec["owner"] != "holder" {
+		t.Fatalf("record after the waiter gave up: %v; want the holder's record without next", rec)
 	}
 }

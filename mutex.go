@@ -169,13 +169,18 @@ func (m *Mutex) Lock(ctx context.Context) error {
 }
 
 // wait runs Lock's attempts.
-func (m *Mutex) wait(ctx context.Context) (*lease, error) {
+func (m *Mutex) wait(ctx context.Context) (held *lease, _ error) {
 	b := m.opts.backoff
 	if b == nil {
 		b = backoff.NewConstantBackOff(m.opts.retryInterval)
 	}
 	b.Reset()
 	w := m.lm.newWaiter(m.opts.retryInterval)
+	defer func() {
+		if held == nil {
+			m.lm.withdraw(ctx, w)
+		}
+	}()
 	var failing failureRun
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()

@@ -357,3 +357,31 @@ func (lm *leaseManager) reserve(ctx context.Context, s *snapshot, w *waiter) {
 		w.reserved, w.rank = true, 0
 	}
 }
+
+// withdrawTimeout bounds the withdrawal of a reservation by a Lock that
+// gave up.
+const withdrawTimeout = time.Second
+
+// withdraw takes back w's reservation of the next turn when its Lock gives
+// up: without it, the holder's release would leave the free record to a
+// waiter that has gone, keeping it from everyone for reservationTTL. One
+// GET, and one conditional PUT of the same record without Next when it
+// still names w. Best effort: a failure leaves the reservation to expire.
+func (lm *leaseManager) withdraw(ctx context.Context, w *waiter) {
+	if !w.reserved {
+		return
+	}
+	w.reserved = false
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), withdrawTimeout)
+	defer cancel()
+	s, err := lm.read(ctx)
+	if err != nil || s.rec == nil || s.rec.Next != w.id {
+		return
+	}
+	rec := *s.rec
+	rec.Next, rec.NextWaited = "", 0
+	if rec.held() {
+		rec.LeaseStart = s.leaseStart() // a rewrite that is not the holder's
+	}
+	lm.put(ctx, &rec, condition{etag: s.etag})
+}

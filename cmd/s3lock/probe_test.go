@@ -2,8 +2,12 @@ package main
 
 import (
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/s3lock/s3lock/s3locktest"
 )
@@ -38,4 +42,31 @@ func TestProbe(t *testing.T) {
 		t.Errorf("probe of a store ignoring conditions: stderr %q; want one line", r.stderr)
 	}
 
+}
+
+// TestProbeWarnsOfDateAhead: behind a gateway whose Date runs an hour
+// ahead of the store's Last-Modified, the probe passes (s3lock is safe
+// there) and warns of what it costs.
+func TestProbeWarnsOfDateAhead(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	target, err := url.Parse(h.srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.ModifyResponse = func(r *http.Response) error {
+		r.Header.Set("Date", time.Now().Add(time.Hour).UTC().Format(http.TimeFormat))
+		return nil
+	}
+	gw := httptest.NewServer(rp)
+	t.Cleanup(gw.Close)
+	h.endpoint = gw.URL
+	r := h.run(nil, "probe", h.url("probes/"))
+	if r.code != 0 || !strings.Contains(r.stdout, "conditional writes are honoured") {
+		t.Errorf("probe behind a gateway an hour ahead: exit code %d, stdout %q, stderr %q; want 0, honoured", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "WARNING") || !strings.Contains(r.stdout, "Last-Modified") {
+		t.Errorf("probe behind a gateway an hour ahead: stdout %q; want a warning about Date and Last-Modified", r.stdout)
+	}
 }
