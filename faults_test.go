@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/internal/s3http"
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
@@ -222,7 +223,7 @@ type ambiguity struct {
 type afterWrite struct{ seen bool }
 
 func (a *afterWrite) write(r *http.Request) bool {
-	if s3locktest.IsConditionalWrite(r) {
+	if s3http.IsConditionalWrite(r) {
 		a.seen = true
 		return true
 	}
@@ -233,22 +234,22 @@ func (a *afterWrite) read(r *http.Request) bool { return a.seen && r.Method == h
 
 var ambiguities = []ambiguity{
 	{"answer dropped", func(f *s3locktest.Faults) {
-		f.Inject(s3locktest.FaultDropResponse, 1, s3locktest.IsConditionalWrite)
+		f.Inject(s3locktest.FaultDropResponse, 1, s3http.IsConditionalWrite)
 	}, true},
 	{"500 after apply", func(f *s3locktest.Faults) {
-		f.Inject(s3locktest.FaultErrorAfterApply, 1, s3locktest.IsConditionalWrite)
+		f.Inject(s3locktest.FaultErrorAfterApply, 1, s3http.IsConditionalWrite)
 	}, true},
 	{"answer dropped on every SDK attempt", func(f *s3locktest.Faults) {
-		f.Inject(s3locktest.FaultDropResponse, 3, s3locktest.IsConditionalWrite)
+		f.Inject(s3locktest.FaultDropResponse, 3, s3http.IsConditionalWrite)
 	}, true},
 	{"answer dropped, then 409 on the SDK's retry", func(f *s3locktest.Faults) {
 		// The retry's 409 says "nothing written" about itself only: the
 		// first attempt was applied.
-		f.Inject(s3locktest.FaultDropResponse, 1, s3locktest.IsConditionalWrite)
-		f.Inject(s3locktest.FaultConflict, 1, s3locktest.IsConditionalWrite)
+		f.Inject(s3locktest.FaultDropResponse, 1, s3http.IsConditionalWrite)
+		f.Inject(s3locktest.FaultConflict, 1, s3http.IsConditionalWrite)
 	}, true},
 	{"409 conflict", func(f *s3locktest.Faults) {
-		f.Inject(s3locktest.FaultConflict, 1, s3locktest.IsConditionalWrite)
+		f.Inject(s3locktest.FaultConflict, 1, s3http.IsConditionalWrite)
 	}, true},
 	{"applied, answers and read-back lost", func(f *s3locktest.Faults) {
 		aw := &afterWrite{}
@@ -521,7 +522,7 @@ func TestNoFalseAcquireAfterRetry(t *testing.T) {
 	bTook := false
 	fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
 	fa.Inject(s3locktest.FaultInternalError, 1, func(r *http.Request) bool {
-		if !s3locktest.IsConditionalWrite(r) {
+		if !s3http.IsConditionalWrite(r) {
 			return false
 		}
 		// While a's first attempt fails, b takes the lock.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/s3lock/s3lock/internal/s3http"
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
@@ -19,7 +20,7 @@ type renewalCounter struct {
 }
 
 func (c *renewalCounter) Do(r *http.Request) (*http.Response, error) {
-	if s3locktest.IsConditionalWrite(r) {
+	if s3http.IsConditionalWrite(r) {
 		c.writes.Add(1)
 	}
 	return c.next.Do(r)

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/internal/s3http"
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
@@ -30,7 +31,7 @@ type writeCounter struct {
 }
 
 func (c *writeCounter) Do(r *http.Request) (*http.Response, error) {
-	if s3locktest.IsConditionalWrite(r) {
+	if s3http.IsConditionalWrite(r) {
 		c.writes.Add(1)
 	}
 	return c.next.Do(r)
@@ -249,7 +250,7 @@ type beforeWrite struct {
 }
 
 func (b *beforeWrite) RoundTrip(r *http.Request) (*http.Response, error) {
-	if s3locktest.IsConditionalWrite(r) {
+	if s3http.IsConditionalWrite(r) {
 		b.once.Do(b.hook)
 	}
 	return b.next.RoundTrip(r)
@@ -272,12 +273,12 @@ func TestForceUnlockAppliedWrite(t *testing.T) {
 	}{
 		{name: "answer dropped, retry meets 412", client: func(srv *s3locktest.Server, _ *s3lock.Mutex) *s3.Client {
 			fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
-			fa.Inject(s3locktest.FaultDropResponse, 1, s3locktest.IsConditionalWrite)
+			fa.Inject(s3locktest.FaultDropResponse, 1, s3http.IsConditionalWrite)
 			return srv.FaultyClient(fa)
 		}},
 		{name: "500 after apply, retry meets 412", client: func(srv *s3locktest.Server, _ *s3lock.Mutex) *s3.Client {
 			fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
-			fa.Inject(s3locktest.FaultErrorAfterApply, 1, s3locktest.IsConditionalWrite)
+			fa.Inject(s3locktest.FaultErrorAfterApply, 1, s3http.IsConditionalWrite)
 			return srv.FaultyClient(fa)
 		}},
 		{name: "changed since Inspect", changeETag: true, wantErr: s3lock.ErrChanged,
@@ -364,7 +365,7 @@ func (s *slowReadBack) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 	}
 	resp, err := s.next.RoundTrip(r)
-	if err == nil && s3locktest.IsConditionalWrite(r) && s.armed.CompareAndSwap(true, false) {
+	if err == nil && s3http.IsConditionalWrite(r) && s.armed.CompareAndSwap(true, false) {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		s.slowGet.Store(true)
@@ -641,7 +642,7 @@ func TestTakeBackRefusedIsNotReadAsApplied(t *testing.T) {
 	const key = "locks/repro1"
 	m, fa := strand(t, srv, key, s3lock.WithOwner("m"), s3lock.WithTTL(time.Minute))
 	before := lockState(t, srv, key)
-	fa.Inject(s3locktest.FaultInternalError, 3, s3locktest.IsConditionalWrite) // not applied, every SDK attempt
+	fa.Inject(s3locktest.FaultInternalError, 3, s3http.IsConditionalWrite) // not applied, every SDK attempt
 	err := m.TryLock(ctx)
 	after := lockState(t, srv, key)
 	t.Logf("TryLock() = %v; Token() = %d; S3: generation %d, ETag changed: %v", err, m.Token(), after.Generation, after.ETag != before.ETag)

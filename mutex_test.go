@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/internal/s3http"
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
@@ -267,7 +268,7 @@ func TestLostAcquireResponse(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := s3locktest.New(t)
 			ctx := context.Background()
-			drop := &dropOnce{next: srv.HTTPClient().Transport, match: s3locktest.IsMethod(http.MethodPut)}
+			drop := &dropOnce{next: srv.HTTPClient().Transport, match: s3http.IsMethod(http.MethodPut)}
 			client := srv.Client(func(o *s3.Options) {
 				o.HTTPClient = &http.Client{Transport: drop}
 				o.RetryMaxAttempts = tc.attempts
@@ -311,7 +312,7 @@ func TestLostAcquireResponse(t *testing.T) {
 func TestLostReleaseResponse(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
-	drop := &dropOnce{next: srv.HTTPClient().Transport, match: s3locktest.IsMethod(http.MethodPut)}
+	drop := &dropOnce{next: srv.HTTPClient().Transport, match: s3http.IsMethod(http.MethodPut)}
 	client := srv.Client(func(o *s3.Options) { o.HTTPClient = &http.Client{Transport: drop} })
 	m := newMutex(t, client, srv.Bucket(), "locks/lost-release")
 	if err := m.TryLock(ctx); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/internal/s3http"
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
@@ -74,7 +75,7 @@ type loggingTransport struct {
 }
 
 func (lt *loggingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if s3locktest.IsConditionalWrite(r) {
+	if s3http.IsConditionalWrite(r) {
 		lt.log.mu.Lock()
 		lt.log.sent = append(lt.log.sent, time.Now())
 		lt.log.mu.Unlock()

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/s3lock/s3lock"
-	"github.com/s3lock/s3lock/s3locktest"
+	"github.com/s3lock/s3lock/internal/s3http"
 )
 
 // TestRunMutualExclusion runs several s3lock processes on one key at once,
@@ -183,8 +183,8 @@ func TestRunConflict(t *testing.T) {
 func TestRunS3Unavailable(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.endpoint = s3locktest.Proxy(t, h.srv.URL(), func(w http.ResponseWriter, _ *http.Request) bool {
-		s3locktest.WriteError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "injected")
+	h.endpoint = s3http.Proxy(t, h.srv.URL(), func(w http.ResponseWriter, _ *http.Request) bool {
+		s3http.WriteError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "injected")
 		return true
 	})
 	marker := h.path("marker")
@@ -330,11 +330,11 @@ func TestRunLeaseLostRenewalFails(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	var failPuts atomic.Bool
-	h.endpoint = s3locktest.Proxy(t, h.srv.URL(), func(w http.ResponseWriter, r *http.Request) bool {
+	h.endpoint = s3http.Proxy(t, h.srv.URL(), func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodPut || !failPuts.Load() {
 			return false
 		}
-		s3locktest.WriteError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "injected")
+		s3http.WriteError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "injected")
 		return true
 	})
 
