@@ -40,6 +40,8 @@ func newMutex(tb testing.TB, client s3lock.S3API, bucket, key string, opts ...s3
 	return m
 }
 
+// wantLocked fails the test unless err is a *LockedError matching
+// ErrLocked, and returns it.
 func wantLocked(t *testing.T, err error) *s3lock.LockedError {
 	t.Helper()
 	var le *s3lock.LockedError
