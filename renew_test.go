@@ -164,12 +164,14 @@ func TestRenewalPartition(t *testing.T) {
 			stop := context.AfterFunc(hold, func() { lost <- time.Now() })
 			defer stop()
 
+			before := srv.Stats().Snapshot()
 			bDone := make(chan error, 1)
 			lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 			defer cancel()
 			go func() { bDone <- b.Lock(lctx) }()
 
 			// Renewal keeps a's hold alive past its TTL while b waits.
+			waitForGets(t, srv, before, 1)
 			time.Sleep(renewTTL + renewInterval)
 			select {
 			case err := <-bDone:
