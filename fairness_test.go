@@ -40,11 +40,15 @@ type grantLog struct {
 	// the bound (they still must end: every contender must get turns).
 	warmup uint64
 
-	inside      int    // contenders inside their critical section
-	lastEntered uint64 // token of the last critical section entered
+	// sections checks the critical sections of contenders in this
+	// process: with reservations rewriting held records under heavy
+	// turn-taking, no two may overlap, and tokens must grow.
+	sections *sections
 }
 
-func newGrantLog() *grantLog { return &grantLog{perWho: map[string]int{}} }
+func newGrantLog(t *testing.T) *grantLog {
+	return &grantLog{perWho: map[string]int{}, sections: newSections(t)}
+}
 
 // waiting returns the mark a contender takes when it starts to wait.
 func (g *grantLog) waiting() uint64 {
@@ -65,28 +69,6 @@ func (g *grantLog) granted(who string, token, mark uint64) {
 	}
 	g.history = append(g.history, fmt.Sprintf("%d:%s/%d", token, who, token-mark-1))
 	g.last = max(g.last, token)
-}
-
-// enter and leave bracket a critical section: with reservations rewriting
-// held records under heavy turn-taking, no two may overlap, and tokens
-// must grow.
-func (g *grantLog) enter(t *testing.T, who string, token uint64) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.inside != 0 {
-		t.Errorf("%s entered its critical section (token %d) while another was inside", who, token)
-	}
-	if token <= g.lastEntered {
-		t.Errorf("%s got token %d after token %d had been used", who, token, g.lastEntered)
-	}
-	g.inside++
-	g.lastEntered = token
-}
-
-func (g *grantLog) leave() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.inside--
 }
 
 // gaveUp records a wait that ended without a grant (the test stopped it).
@@ -135,9 +117,9 @@ func loopContender(ctx context.Context, t *testing.T, g *grantLog, who string, m
 		}
 		token := m.Token()
 		g.granted(who, token, mark)
-		g.enter(t, who, token)
+		g.sections.enter(who, token)
 		time.Sleep(hold)
-		g.leave()
+		g.sections.exit()
 		if err := m.Unlock(context.Background()); err != nil {
 			t.Errorf("%s: Unlock() = %v", who, err)
 			return
@@ -177,7 +159,7 @@ func TestFairnessLoopingContenders(t *testing.T) {
 			t.Run(st.name+"/"+ly.name, func(t *testing.T) {
 				srv := s3locktest.New(t, s3locktest.WithLatency(2*time.Millisecond))
 				mutexes := map[int]*s3lock.Mutex{}
-				g := newGrantLog()
+				g := newGrantLog(t)
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				var names []string
@@ -224,7 +206,7 @@ func TestFairnessProcesses(t *testing.T) {
 	const workers, iterations = 4, 8
 	bin := mpBuildWorker(t)
 	srv := s3locktest.New(t, s3locktest.WithLatency(2*time.Millisecond))
-	g := newGrantLog()
+	g := newGrantLog(t)
 	// Processes start one by one (slowly under -race), and while they do
 	// the first grants fall as they may: one CI run saw a wait that began
 	// at grant 6 see 9 grants go by. The bound applies from then on.
@@ -276,26 +258,6 @@ func TestFairnessProcesses(t *testing.T) {
 	}
 	wg.Wait()
 	g.check(t, names)
-}
-
-// rawRecord reads the lock object's JSON as a map, to see what waiters
-// wrote into it.
-func rawRecord(t *testing.T, srv *s3locktest.Server, key string) (map[string]any, string) {
-	t.Helper()
-	out, err := srv.Client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(srv.Bucket()), Key: aws.String(key)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Body.Close()
-	body, err := io.ReadAll(out.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(body, &m); err != nil {
-		t.Fatalf("lock object %q: %v", body, err)
-	}
-	return m, aws.ToString(out.ETag)
 }
 
 // reservationBound is the documented bound on how long a reservation whose
@@ -384,6 +346,7 @@ func TestDeadReservedWaiter(t *testing.T) {
 			}
 			stop()
 			other := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("other"))
+			before := srv.Stats().Snapshot()
 			got := make(chan time.Time, 1)
 			go func() {
 				if err := other.Lock(ctx); err != nil {
@@ -391,7 +354,7 @@ func TestDeadReservedWaiter(t *testing.T) {
 				}
 				got <- time.Now()
 			}()
-			time.Sleep(100 * time.Millisecond) // other is waiting
+			waitForGets(t, srv, before, 1) // other has found the lock held: it waits
 			released := time.Now()
 			if err := holder.Unlock(ctx); err != nil {
 				t.Fatalf("holder's Unlock over the reservation = %v; want nil", err)
@@ -505,14 +468,17 @@ func TestReservationDoesNotDelayTakeover(t *testing.T) {
 	// end only stops its timer).
 	defer holder.Unlock(ctx)
 	contender := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(ttl), s3lock.WithRetryInterval(100*time.Millisecond))
-	start := time.Now()
+	before := srv.Stats().Snapshot()
 	got := make(chan error, 1)
 	go func() {
 		lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		got <- contender.Lock(lctx)
 	}()
-	// Halfway through the TTL a waiter reserves the next turn.
+	// The contender's first read starts its watch of the hold; halfway
+	// through the TTL after it, a waiter reserves the next turn.
+	waitForGets(t, srv, before, 1)
+	start := time.Now()
 	time.Sleep(ttl / 2)
 	rec, etag := rawRecord(t, srv, key)
 	rec["next"], rec["next_waited"] = "waiter", 2

@@ -1,48 +1,20 @@
 package s3lock_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
+	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/cenkalti/backoff/v4"
-	"go.uber.org/goleak"
 
 	"github.com/s3lock/s3lock"
 	"github.com/s3lock/s3lock/s3locktest"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// newMutex is s3lock.New for tests: it fails the test if New fails. For a
-// Mutex with a client of its own on an s3locktest.Server, pass
-// srv.Client(), srv.Bucket().
-func newMutex(tb testing.TB, client s3lock.S3API, bucket, key string, opts ...s3lock.Option) *s3lock.Mutex {
-	tb.Helper()
-	m, err := s3lock.New(client, bucket, key, opts...)
-	if err != nil {
-		tb.Fatalf("New() = %v", err)
-	}
-	return m
-}
-
-func wantLocked(t *testing.T, err error) *s3lock.LockedError {
-	t.Helper()
-	var le *s3lock.LockedError
-	if !errors.As(err, &le) || !errors.Is(err, s3lock.ErrLocked) {
-		t.Fatalf("err = %v; want a *LockedError matching ErrLocked", err)
-	}
-	return le
-}
 
 func TestTryLockUnlockCycle(t *testing.T) {
 	srv := s3locktest.New(t)
@@ -83,249 +55,6 @@ func TestTryLockUnlockCycle(t *testing.T) {
 	if !st.Exists || st.Held || st.Generation != 2 {
 		t.Errorf("Inspect() = %+v; want an existing free record of generation 2", st)
 	}
-}
-
-// TestCounterHammer runs many critical sections from many Mutex values
-// (and several goroutines sharing one Mutex), each a GET→+1→PUT of a
-// counter in S3. The counter must end exact, no two sections may overlap,
-// and fencing tokens must strictly increase.
-func TestCounterHammer(t *testing.T) {
-	const mutexes, sharedGoroutines, perWorker = 8, 3, 12
-	srv := s3locktest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	counter := &s3locktest.Counter{Client: srv.Client(), Bucket: srv.Bucket(), Key: "data/counter"}
-
-	var inside atomic.Int32
-	var overlaps atomic.Int32
-	var tokMu sync.Mutex
-	var lastToken uint64
-	var tokenErrors []string
-
-	section := func(m *s3lock.Mutex) func(ctx context.Context) error {
-		return func(ctx context.Context) error {
-			if inside.Add(1) != 1 {
-				overlaps.Add(1)
-			}
-			defer inside.Add(-1)
-			tok := m.Token()
-			tokMu.Lock()
-			if tok <= lastToken {
-				tokenErrors = append(tokenErrors, fmt.Sprintf("token %d after %d", tok, lastToken))
-			}
-			lastToken = tok
-			tokMu.Unlock()
-			n, err := counter.Get(ctx)
-			if err != nil {
-				return err
-			}
-			return counter.Set(ctx, n+1)
-		}
-	}
-
-	var wg sync.WaitGroup
-	errs := make(chan error, mutexes+sharedGoroutines)
-	run := func(m *s3lock.Mutex) {
-		defer wg.Done()
-		for range perWorker {
-			if err := m.WithLock(ctx, section(m)); err != nil {
-				errs <- err
-				return
-			}
-		}
-	}
-	opts := []s3lock.Option{s3lock.WithRetryInterval(5 * time.Millisecond), s3lock.WithTTL(20 * time.Second)}
-	for range mutexes {
-		wg.Add(1)
-		go run(newMutex(t, srv.Client(), srv.Bucket(), "locks/hammer", opts...))
-	}
-	shared := newMutex(t, srv.Client(), srv.Bucket(), "locks/hammer", opts...)
-	for range sharedGoroutines {
-		wg.Add(1)
-		go run(shared)
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Errorf("WithLock() = %v", err)
-	}
-	want := (mutexes + sharedGoroutines) * perWorker
-	got, err := counter.Get(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got != want {
-		t.Errorf("counter = %d; want %d (lost updates: %d)", got, want, want-got)
-	}
-	if n := overlaps.Load(); n != 0 {
-		t.Errorf("%d overlapping critical sections; want 0", n)
-	}
-	if len(tokenErrors) > 0 {
-		t.Errorf("fencing tokens did not strictly increase: %v", tokenErrors)
-	}
-	if lastToken != uint64(want) {
-		t.Errorf("last token = %d; want %d (one generation per grant)", lastToken, want)
-	}
-}
-
-// TestExpiryTakeover: a hold that is never unlocked blocks others for its
-// TTL and is taken over after it, never before, whatever the clients'
-// wall clocks say.
-func TestExpiryTakeover(t *testing.T) {
-	const ttl = time.Second
-	for _, tc := range []struct {
-		name               string
-		holderSkew, contSk time.Duration
-	}{
-		{"no skew", 0, 0},
-		{"holder +1h", time.Hour, 0},
-		{"holder -1h", -time.Hour, 0},
-		{"contender +1h", 0, time.Hour},
-		{"contender -1h", 0, -time.Hour},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			srv := s3locktest.New(t)
-			ctx := context.Background()
-			key := "locks/expiry"
-			holder := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(ttl), s3lock.WithOwner("holder"), s3lock.WithClock(s3locktest.SkewedClock{Skew: tc.holderSkew}))
-			cont := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(ttl), s3lock.WithOwner("contender"),
-				s3lock.WithClock(s3locktest.SkewedClock{Skew: tc.contSk}), s3lock.WithRetryInterval(50*time.Millisecond))
-			if err := holder.TryLock(ctx); err != nil {
-				t.Fatalf("holder.TryLock() = %v", err)
-			}
-			acquired := time.Now()
-			// Abandoned: the holder never unlocks. Until the TTL is over,
-			// every attempt fails.
-			for time.Since(acquired) < ttl*8/10 {
-				err := cont.TryLock(ctx)
-				if time.Since(acquired) < ttl && err == nil {
-					t.Fatalf("contender acquired %v after the hold began; TTL is %v", time.Since(acquired), ttl)
-				}
-				wantLocked(t, err)
-				time.Sleep(100 * time.Millisecond)
-			}
-			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			if err := cont.Lock(lctx); err != nil {
-				t.Fatalf("contender.Lock() = %v; want takeover after the TTL", err)
-			}
-			gap := time.Since(acquired)
-			if gap < ttl {
-				t.Fatalf("takeover %v after acquire; want ≥ TTL %v", gap, ttl)
-			}
-			t.Logf("takeover after %v (TTL %v)", gap.Round(time.Millisecond), ttl)
-			if got := cont.Token(); got != 2 {
-				t.Errorf("contender Token() = %d; want 2", got)
-			}
-			// The old holder finds its lease lost.
-			if err := holder.Unlock(ctx); !errors.Is(err, s3lock.ErrLeaseLost) {
-				t.Errorf("holder.Unlock() after takeover = %v; want ErrLeaseLost", err)
-			}
-			if err := cont.Unlock(ctx); err != nil {
-				t.Errorf("contender.Unlock() = %v", err)
-			}
-		})
-	}
-}
-
-// dropOnce is an http.RoundTripper that sends the first request matching
-// its filter to the server, then throws the answer away and reports a
-// transport error: the write was applied but the client does not know.
-type dropOnce struct {
-	next    http.RoundTripper
-	match   func(*http.Request) bool
-	dropped atomic.Int32
-	armed   atomic.Bool
-}
-
-func (d *dropOnce) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := d.next.RoundTrip(r)
-	if err == nil && d.match(r) && d.armed.CompareAndSwap(true, false) {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		d.dropped.Add(1)
-		return nil, fmt.Errorf("injected: connection reset after the request was applied: %w", io.ErrUnexpectedEOF)
-	}
-	return resp, err
-}
-
-// TestLostAcquireResponse: the acquire PUT is applied but its response is
-// lost. With SDK retries the retry sees 412 for our own write; without,
-// the call fails outright. Either way TryLock must report the truth: nil.
-func TestLostAcquireResponse(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		attempts int
-		warm     bool
-	}{
-		{"create, SDK retries", 3, false},
-		{"create, no SDK retry", 1, false},
-		{"warm If-Match, SDK retries", 3, true},
-		{"warm If-Match, no SDK retry", 1, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			srv := s3locktest.New(t)
-			ctx := context.Background()
-			drop := &dropOnce{next: srv.HTTPClient().Transport, match: s3locktest.IsMethod(http.MethodPut)}
-			client := srv.Client(func(o *s3.Options) {
-				o.HTTPClient = &http.Client{Transport: drop}
-				o.RetryMaxAttempts = tc.attempts
-			})
-			m := newMutex(t, client, srv.Bucket(), "locks/lost", s3lock.WithOwner("m"))
-			if tc.warm {
-				if err := m.TryLock(ctx); err != nil {
-					t.Fatal(err)
-				}
-				if err := m.Unlock(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
-			drop.armed.Store(true)
-			if err := m.TryLock(ctx); err != nil {
-				t.Fatalf("TryLock() with a lost response = %v; want nil", err)
-			}
-			if drop.dropped.Load() != 1 {
-				t.Fatalf("dropped %d responses; want 1", drop.dropped.Load())
-			}
-			// The lock really is ours: another Mutex cannot take it, and
-			// our Unlock frees it.
-			other := newMutex(t, srv.Client(), srv.Bucket(), "locks/lost")
-			le := wantLocked(t, other.TryLock(ctx))
-			if le.Owner != "m" {
-				t.Errorf("holder = %q; want m", le.Owner)
-			}
-			if err := m.Unlock(ctx); err != nil {
-				t.Fatalf("Unlock() = %v", err)
-			}
-			if err := other.TryLock(ctx); err != nil {
-				t.Fatalf("other.TryLock() after Unlock = %v", err)
-			}
-			_ = other.Unlock(ctx)
-		})
-	}
-}
-
-// TestLostReleaseResponse: the release PUT is applied but its answer is
-// lost; Unlock must still report success and leave the lock free.
-func TestLostReleaseResponse(t *testing.T) {
-	srv := s3locktest.New(t)
-	ctx := context.Background()
-	drop := &dropOnce{next: srv.HTTPClient().Transport, match: s3locktest.IsMethod(http.MethodPut)}
-	client := srv.Client(func(o *s3.Options) { o.HTTPClient = &http.Client{Transport: drop} })
-	m := newMutex(t, client, srv.Bucket(), "locks/lost-release")
-	if err := m.TryLock(ctx); err != nil {
-		t.Fatal(err)
-	}
-	drop.armed.Store(true)
-	if err := m.Unlock(ctx); err != nil {
-		t.Fatalf("Unlock() with a lost response = %v; want nil", err)
-	}
-	other := newMutex(t, srv.Client(), srv.Bucket(), "locks/lost-release")
-	if err := other.TryLock(ctx); err != nil {
-		t.Fatalf("other.TryLock() = %v; want nil (lock must be free)", err)
-	}
-	_ = other.Unlock(ctx)
 }
 
 func TestUnlockErrors(t *testing.T) {
@@ -384,6 +113,64 @@ func TestUnlockAfterForcedBreak(t *testing.T) {
 	if err := b.Unlock(ctx); err != nil {
 		t.Errorf("b.Unlock() = %v", err)
 	}
+}
+
+// TestUnlockRacingLock: an Unlock from another goroutine that runs as
+// soon as Lock has published the hold must stop everything the hold
+// started, and must not block. Once Unlock returns, the lock is free,
+// stays free, and no renewer runs; under -race, no data race between
+// starting the hold and stopping it.
+func TestUnlockRacingLock(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "locks/unlock-racing-lock"
+	m := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("m"),
+		s3lock.WithTTL(time.Second), s3lock.WithAutoRenew(s3lock.MinAutoRenewInterval))
+	const rounds = 100
+	for round := range rounds {
+		lockErr := make(chan error, 1)
+		go func() { lockErr <- m.Lock(ctx) }()
+		// A shutdown hook in its own goroutine: unlock as soon as a hold
+		// shows, possibly before Lock has started the renewer.
+		lockFailed := make(chan struct{})
+		unlockErr := make(chan error, 1)
+		go func() {
+			for m.Token() == 0 {
+				select {
+				case <-lockFailed:
+					return
+				default:
+					runtime.Gosched()
+				}
+			}
+			unlockErr <- m.Unlock(ctx)
+		}()
+		if err := <-lockErr; err != nil {
+			close(lockFailed)
+			t.Fatalf("round %d: Lock() = %v; want nil", round, err)
+		}
+		select {
+		case err := <-unlockErr:
+			if err != nil {
+				t.Fatalf("round %d: Unlock() = %v; want nil", round, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Unlock() racing Lock has not returned after 10s", round)
+		}
+		if st := lockState(t, srv, key); st.Held {
+			t.Fatalf("round %d: after Unlock, the lock is held (%+v); want free", round, st)
+		}
+		wantRenewers(t, 0)
+	}
+	// Nothing keeps writing the lock once Unlock has returned.
+	before := lockState(t, srv, key)
+	time.Sleep(5 * s3lock.MinAutoRenewInterval)
+	after := lockState(t, srv, key)
+	if after.Held || after.ETag != before.ETag {
+		t.Errorf("lock %s (held %v) %v after the last Unlock; want unchanged free record %s",
+			after.ETag, after.Held, 5*s3lock.MinAutoRenewInterval, before.ETag)
+	}
+	wantRenewers(t, 0)
 }
 
 // TestLocalExclusion: goroutines sharing one Mutex exclude each other
@@ -460,9 +247,11 @@ func TestLockWaitsForRelease(t *testing.T) {
 	if err := a.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}
+	before := srv.Stats().Snapshot()
 	got := make(chan error, 1)
 	go func() { got <- b.Lock(ctx) }()
-	time.Sleep(100 * time.Millisecond)
+	// b has read the held lock and polled it again.
+	waitForGets(t, srv, before, 2)
 	select {
 	case err := <-got:
 		t.Fatalf("b.Lock() = %v while a holds", err)
@@ -523,49 +312,6 @@ func TestRequestsPerOperation(t *testing.T) {
 		t.Errorf("first acquire of an existing free lock: %d GET, %d PUT, %d total; want 1, 1, 2", g, p, n)
 	}
 	_ = fresh.Unlock(ctx)
-}
-
-func TestInvalidLockObjects(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		body []byte
-	}{
-		{"corrupt", []byte("{not json")},
-		{"foreign JSON", []byte(`{"owner":"someone","expires":"2030-01-01T00:00:00Z"}`)},
-		{"newer schema", []byte(`{"s3lock":2,"state":"held","owner":"x","nonce":"n","generation":3,"ttl_ms":1000,"written_at":"2026-01-01T00:00:00Z"}`)},
-		{"oversized", bytes.Repeat([]byte("x"), 4096+100)}, // the largest record is 4 KiB
-		{"empty", []byte{}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			srv := s3locktest.New(t)
-			ctx := context.Background()
-			if err := srv.PutObject(ctx, "locks/invalid", tc.body); err != nil {
-				t.Fatal(err)
-			}
-			m := newMutex(t, srv.Client(), srv.Bucket(), "locks/invalid", s3lock.WithTTL(time.Second))
-			err := m.TryLock(ctx)
-			le := wantLocked(t, err)
-			if !errors.Is(err, s3lock.ErrInvalidLockObject) || le.Invalid == nil {
-				t.Fatalf("TryLock() = %v; want it to match ErrInvalidLockObject too", err)
-			}
-			if !errors.Is(le.Invalid, s3lock.ErrInvalidLockObject) || le.Key != "locks/invalid" {
-				t.Errorf("LockedError = %+v; want Key locks/invalid and Invalid matching ErrInvalidLockObject", le)
-			}
-			// Lock takes it over, but only once S3 shows it older than the TTL.
-			start := time.Now()
-			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			if err := m.Lock(lctx); err != nil {
-				t.Fatalf("Lock() over an invalid object = %v", err)
-			}
-			if waited := time.Since(start); waited < time.Second {
-				t.Errorf("took the invalid object over after %v; want ≥ TTL", waited)
-			}
-			if err := m.Unlock(ctx); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
 }
 
 func TestMissingBucket(t *testing.T) {
@@ -648,11 +394,14 @@ func TestRetryIntervalCapsBackoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/capped", s3lock.WithRetryInterval(50*time.Millisecond), s3lock.WithBackoff(backoff.NewConstantBackOff(time.Hour)))
+	before := srv.Stats().Snapshot()
 	done := make(chan error, 1)
 	lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	go func() { done <- m.Lock(lctx) }()
-	time.Sleep(200 * time.Millisecond) // m is waiting
+	// m has read the held lock and polled again after a pause: the
+	// interval capped the backoff's hour.
+	waitForGets(t, srv, before, 2)
 	if err := holder.Unlock(ctx); err != nil {
 		t.Fatal(err)
 	}

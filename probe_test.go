@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/internal/s3http"
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
@@ -148,7 +149,7 @@ func TestProbeCatchesRacingWinners(t *testing.T) {
 // every request on its way, and returns a client that talks to the proxy.
 func probeProxy(t *testing.T, srv *s3locktest.Server, rewrite func(h http.Header)) *s3.Client {
 	t.Helper()
-	front := s3locktest.Proxy(t, srv.URL(), func(_ http.ResponseWriter, r *http.Request) bool {
+	front := s3http.Proxy(t, srv.URL(), func(_ http.ResponseWriter, r *http.Request) bool {
 		rewrite(r.Header)
 		return false
 	})
@@ -234,7 +235,7 @@ func TestProbeSurvivesLostAnswers(t *testing.T) {
 		t.Run(string(fault), func(t *testing.T) {
 			srv := s3locktest.New(t)
 			f := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
-			f.Inject(fault, 4, s3locktest.IsConditionalWrite)
+			f.Inject(fault, 4, s3http.IsConditionalWrite)
 			if err := s3lock.Probe(context.Background(), srv.FaultyClient(f), srv.Bucket(), "p/"); err != nil {
 				t.Fatalf("Probe() = %v; want nil", err)
 			}

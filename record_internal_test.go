@@ -2,16 +2,9 @@ package s3lock
 
 import (
 	"bytes"
-	"context"
-	"errors"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/smithy-go"
-	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // sameRecord reports whether a and b hold the same values (times compared
@@ -87,82 +80,21 @@ func FuzzDecodeRecord(f *testing.F) {
 	})
 }
 
-// apiError builds the error the SDK returns for an S3 answer with the
-// given HTTP status and error code.
-func apiError(status int, code string) error {
-	var err error = &smithy.GenericAPIError{Code: code, Message: "fuzz"}
-	if status != 0 {
-		err = &awshttp.ResponseError{ResponseError: &smithyhttp.ResponseError{
-			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}},
-			Err:      err,
-		}}
-	}
-	return err
-}
-
-// FuzzClassify: classify never panics, keeps the SDK error in what it
-// returns, and agrees with isPermanent, so that Lock neither retries
-// forever on an answer that cannot change nor gives up on one that can.
-func FuzzClassify(f *testing.F) {
-	for _, s := range []struct {
-		status int
-		code   string
-	}{
-		{412, "PreconditionFailed"}, {409, "ConditionalRequestConflict"}, {404, "NoSuchKey"},
-		{404, "NoSuchBucket"}, {403, "AccessDenied"}, {501, "NotImplemented"}, {500, "InternalError"},
-		{503, "SlowDown"}, {429, "TooManyRequests"}, {408, "RequestTimeout"}, {400, "InvalidArgument"},
-		{0, "PreconditionFailed"}, {0, ""}, {301, "PermanentRedirect"}, {200, ""}, {-1, "x"},
+// TestSalvageKeepsReadableGeneration: docs/record-format.md rule 4 says a
+// record whose generation can be read as a number continues the
+// generations. salvageRecord keeps the generation when another field it
+// reads (ttl_ms) has another JSON type, as a newer schema that changed
+// ttl_ms's unit or type would write.
+func TestSalvageKeepsReadableGeneration(t *testing.T) {
+	for _, body := range []string{
+		`{"s3lock":2,"state":"held","nonce":"x","generation":7,"ttl_ms":"60s"}`,
+		`{"s3lock":2,"state":"held","nonce":"x","generation":7,"ttl_ms":60000.5}`,
+		`{"s3lock":2,"state":"held","nonce":"x","generation":7,"ttl_ms":null}`,
 	} {
-		f.Add(s.status, s.code)
-	}
-	f.Fuzz(func(t *testing.T, status int, code string) {
-		in := apiError(status, code)
-		fl, mapped := classify(in, "bucket")
-		if fl == failNone || mapped == nil {
-			t.Fatalf("classify(%d %q) = %v, %v; want a failure", status, code, fl, mapped)
-		}
-		if !errors.Is(mapped, in) {
-			t.Fatalf("classify(%d %q) lost the SDK error: %v", status, code, mapped)
-		}
-		switch fl {
-		case failPermanent:
-			if !isPermanent(mapped) {
-				t.Fatalf("classify(%d %q) = permanent, but isPermanent(%v) = false: Lock would retry forever", status, code, mapped)
-			}
-		case failCanceled:
-			t.Fatalf("classify(%d %q) = canceled without a context error", status, code)
-		default:
-			if isPermanent(mapped) {
-				t.Fatalf("classify(%d %q) = %v, but isPermanent(%v) = true", status, code, fl, mapped)
-			}
-		}
-		switch {
-		case code == "NoSuchBucket":
-			if !errors.Is(mapped, ErrBucketNotFound) {
-				t.Fatalf("classify(%d NoSuchBucket) = %v; want ErrBucketNotFound", status, mapped)
-			}
-		case code == "PreconditionFailed" || status == http.StatusPreconditionFailed:
-			if fl != failPrecondition {
-				t.Fatalf("classify(%d %q) = %v; want failPrecondition", status, code, fl)
-			}
-		case status >= 500 && status != http.StatusNotImplemented && code != "NotImplemented" &&
-			code != "AccessDenied" && code != "ConditionalRequestConflict" && code != "NoSuchKey":
-			if fl != failTransient {
-				t.Fatalf("classify(%d %q) = %v; want failTransient", status, code, fl)
-			}
-		}
-	})
-}
-
-// TestClassifyCanceled: a cancelled context is reported as such, never as
-// an S3 failure.
-func TestClassifyCanceled(t *testing.T) {
-	for _, err := range []error{
-		&smithy.CanceledError{Err: errors.New("canceled")},
-		errors.Join(errors.New("x"), context.Canceled),
-	} {
-		if fl, mapped := classify(err, "b"); fl != failCanceled || mapped != err {
-			t.Errorf("classify(%v) = %v, %v; want failCanceled with the same error", err, fl, mapped)
+		sv := salvageRecord([]byte(body))
+		t.Logf("%s -> %+v", body, sv)
+		if !sv.hasGen || sv.generation != 7 {
+			t.Errorf("salvageRecord(%s) = %+v; want generation 7 kept", body, sv)
 		}
 	}
 }

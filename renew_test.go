@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,78 +14,6 @@ import (
 	"github.com/s3lock/s3lock"
 	"github.com/s3lock/s3lock/s3locktest"
 )
-
-// Timing of the renewal tests: short enough to keep the tests quick, long
-// enough for a busy 2-core machine under -race.
-const (
-	renewTTL      = 1500 * time.Millisecond
-	renewInterval = 300 * time.Millisecond
-)
-
-// renewers counts the goroutines currently running a lease renewer.
-func renewers() int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	return strings.Count(string(buf), "s3lock.(*lease).renewLoop(")
-}
-
-// wantRenewers fails the test unless exactly n renewers run, giving a
-// renewer that is returning a moment to finish.
-func wantRenewers(t *testing.T, n int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for renewers() != n && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if got := renewers(); got != n {
-		t.Fatalf("%d renewer goroutines running; want %d", got, n)
-	}
-}
-
-// writeLog records when a client sent each conditional write (before the
-// request left, so the write cannot have been applied earlier).
-type writeLog struct {
-	mu   sync.Mutex
-	sent []time.Time
-}
-
-func (w *writeLog) first() time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.sent) == 0 {
-		return time.Time{}
-	}
-	return w.sent[0]
-}
-
-type loggingTransport struct {
-	next http.RoundTripper
-	log  *writeLog
-}
-
-func (lt *loggingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if s3locktest.IsConditionalWrite(r) {
-		lt.log.mu.Lock()
-		lt.log.sent = append(lt.log.sent, time.Now())
-		lt.log.mu.Unlock()
-	}
-	return lt.next.RoundTrip(r)
-}
-
-// loggedClient returns a client of srv whose conditional writes are logged.
-func loggedClient(srv *s3locktest.Server) (*s3.Client, *writeLog) {
-	log := &writeLog{}
-	hc := srv.HTTPClient()
-	hc.Transport = &loggingTransport{next: hc.Transport, log: log}
-	return srv.Client(func(o *s3.Options) { o.HTTPClient = hc }), log
-}
 
 // fencedResource is a resource that accepts a write only with a fencing
 // token at least as large as every token it has seen.
@@ -128,6 +53,33 @@ func TestWithAutoRenewValidation(t *testing.T) {
 			_, err := s3lock.New(srv.Client(), srv.Bucket(), "k", s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(tt.interval))
 			if got := errors.Is(err, s3lock.ErrInvalidArgument); got != tt.wantErr || (!tt.wantErr && err != nil) {
 				t.Errorf("New(WithAutoRenew(%v)) = %v; want error: %v", tt.interval, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestWithAutoRenewMinimum: renewal intervals below
+// MinAutoRenewInterval, which would be a tight loop of PUTs, are refused.
+func TestWithAutoRenewMinimum(t *testing.T) {
+	srv := s3locktest.New(t)
+	for _, tc := range []struct {
+		name     string
+		interval time.Duration
+		wantErr  bool
+	}{
+		{"1ns", time.Nanosecond, true},
+		{"1ms", time.Millisecond, true},
+		{"just below the minimum", s3lock.MinAutoRenewInterval - 1, true},
+		{"the minimum", s3lock.MinAutoRenewInterval, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s3lock.New(srv.Client(), srv.Bucket(), "locks/min-renew",
+				s3lock.WithTTL(time.Second), s3lock.WithAutoRenew(tc.interval))
+			switch {
+			case tc.wantErr && !errors.Is(err, s3lock.ErrInvalidArgument):
+				t.Errorf("New(WithAutoRenew(%v)) = %v; want ErrInvalidArgument", tc.interval, err)
+			case !tc.wantErr && err != nil:
+				t.Errorf("New(WithAutoRenew(%v)) = %v; want nil", tc.interval, err)
 			}
 		})
 	}
@@ -183,51 +135,6 @@ func TestAutoRenewOutlivesTTL(t *testing.T) {
 	_ = b.Unlock(ctx)
 }
 
-// TestHoldEndsBeforeTakeover: without renewal, a holder that never unlocks
-// sees its hold context cancelled with ErrLeaseLost before a contender
-// even sends its takeover write.
-func TestHoldEndsBeforeTakeover(t *testing.T) {
-	srv := s3locktest.New(t)
-	ctx := context.Background()
-	const key = "locks/no-renew"
-	a := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("a"), s3lock.WithTTL(renewTTL))
-	bc, blog := loggedClient(srv)
-	b := newMutex(t, bc, srv.Bucket(), key, s3lock.WithOwner("b"), s3lock.WithRetryInterval(50*time.Millisecond))
-
-	if err := a.Lock(ctx); err != nil {
-		t.Fatal(err)
-	}
-	hold := a.Context()
-	lost := make(chan time.Time, 1)
-	stop := context.AfterFunc(hold, func() { lost <- time.Now() })
-	defer stop()
-
-	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := b.Lock(lctx); err != nil {
-		t.Fatalf("b.Lock() = %v; want nil after a's TTL", err)
-	}
-	var cancelledAt time.Time
-	select {
-	case cancelledAt = <-lost:
-	default:
-		t.Fatal("b took the lock over while a's hold context was still alive")
-	}
-	if !errors.Is(context.Cause(hold), s3lock.ErrLeaseLost) {
-		t.Errorf("cause = %v; want ErrLeaseLost", context.Cause(hold))
-	}
-	if w := blog.first(); !cancelledAt.Before(w) {
-		t.Errorf("a's hold ended at %v, after b sent its takeover write at %v", cancelledAt, w)
-	}
-	if b.Token() <= 1 {
-		t.Errorf("b.Token() = %d; want > 1", b.Token())
-	}
-	if err := a.Unlock(ctx); !errors.Is(err, s3lock.ErrLeaseLost) {
-		t.Errorf("a.Unlock() after takeover = %v; want ErrLeaseLost", err)
-	}
-	_ = b.Unlock(ctx)
-}
-
 // TestRenewalPartition cuts the renewing holder off from S3. Its hold
 // context must be cancelled with ErrLeaseLost before the contender sends
 // its takeover write; the contender's token is larger, and a fenced
@@ -257,12 +164,14 @@ func TestRenewalPartition(t *testing.T) {
 			stop := context.AfterFunc(hold, func() { lost <- time.Now() })
 			defer stop()
 
+			before := srv.Stats().Snapshot()
 			bDone := make(chan error, 1)
 			lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 			defer cancel()
 			go func() { bDone <- b.Lock(lctx) }()
 
 			// Renewal keeps a's hold alive past its TTL while b waits.
+			waitForGets(t, srv, before, 1)
 			time.Sleep(renewTTL + renewInterval)
 			select {
 			case err := <-bDone:
@@ -518,4 +427,34 @@ func TestRenewerStops(t *testing.T) {
 			_ = other.Unlock(context.Background())
 		})
 	}
+}
+
+// TestRenewalUnderFaults: a renewing holder whose client meets the
+// hammer's fault mix keeps its hold for several TTLs; nobody else gets in.
+func TestRenewalUnderFaults(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "locks/renew-faults"
+	fa := s3locktest.NewFaults(seedFor(t), hammerFaults)
+	a := newMutex(t, srv.FaultyClient(fa), srv.Bucket(), key, s3lock.WithOwner("a"),
+		s3lock.WithTTL(renewTTL), s3lock.WithAutoRenew(renewInterval/2))
+	b := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("b"))
+	if err := a.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().Add(4 * renewTTL)
+	polls := 0
+	for time.Now().Before(end) {
+		wantLocked(t, b.TryLock(ctx))
+		polls++
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := a.Context().Err(); err != nil {
+		t.Fatalf("hold lost under faults: %v", context.Cause(a.Context()))
+	}
+	c := fa.Counts()
+	t.Logf("%d requests through faults, %d faults (%v), %d polls by b, all refused", fa.Requests(), c.Failures(), c, polls)
+	uctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	handOver(t, uctx, a, b, 0)
 }

@@ -1,8 +1,14 @@
 package s3lock
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/s3lock/s3lock/s3locktest"
 )
 
 // reserved returns s with its record naming next as the reserved waiter.
@@ -119,5 +125,49 @@ func TestTakeFreeAndReservations(t *testing.T) {
 	s := lm.takeFree(lm.newWaiter(time.Second))
 	if s == nil || s == own || s.rec.Next != "waiter" {
 		t.Errorf("takeFree(Lock) over a reserved free record = %+v; want a copy to poll, not the warm path", s)
+	}
+}
+
+// TestRenewalOutlastsSeveralReservations: two waiters reserve in turn (a
+// younger, then an older one taking the reservation over) while a renewal
+// is under way, so the renewal's first two writes meet a 412. renew()
+// must not return nil unless the lease was extended.
+func TestRenewalOutlastsSeveralReservations(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "locks/renew-two-reservations"
+	sc := &scripted{next: srv.Client()}
+	m, err := New(sc, srv.Bucket(), key, WithTTL(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.TryLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l := m.hold
+	waiter := &leaseManager{client: srv.Client(), bucket: srv.Bucket(), key: key, ttl: time.Second, margin: time.Second, clock: systemClock{}, log: m.lm.log}
+	n := 0
+	sc.onPut = func(ctx context.Context, in *s3.PutObjectInput, body []byte) (bool, *s3.PutObjectOutput, error) {
+		if aws.ToString(in.IfMatch) == "" || n >= 2 {
+			return false, nil, nil
+		}
+		n++
+		// A waiter reserves just before the holder's write arrives.
+		s, err := waiter.read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := waiter.newWaiter(time.Second)
+		w.arrived, w.arrival = true, 0 // old enough to reserve and take over
+		waiter.reserve(ctx, s, w)
+		return false, nil, nil
+	}
+	before := l.safeUntil()
+	time.Sleep(20 * time.Millisecond)
+	err = l.renew(ctx)
+	after := l.safeUntil()
+	t.Logf("renew() = %v; SafeUntil moved by %v; reservations %d", err, after.Sub(before), n)
+	if err == nil && !after.After(before) {
+		t.Fatalf("renew() returned nil but the lease was not extended")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/internal/s3http"
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
@@ -19,9 +20,9 @@ import (
 // returns a client for the proxy.
 func frontStore(t *testing.T, srv *s3locktest.Server, status int, code string, refuse func(*http.Request) bool) *s3.Client {
 	t.Helper()
-	front := s3locktest.Proxy(t, srv.URL(), func(w http.ResponseWriter, r *http.Request) bool {
+	front := s3http.Proxy(t, srv.URL(), func(w http.ResponseWriter, r *http.Request) bool {
 		if refuse(r) {
-			s3locktest.WriteError(w, status, code, "refused by test store")
+			s3http.WriteError(w, status, code, "refused by test store")
 			return true
 		}
 		return false
@@ -38,9 +39,9 @@ func TestStoreErrors(t *testing.T) {
 		refuse func(*http.Request) bool
 		want   error
 	}{
-		{"conditional writes not implemented", http.StatusNotImplemented, "NotImplemented", s3locktest.IsConditionalWrite, s3lock.ErrConditionalWritesUnsupported},
+		{"conditional writes not implemented", http.StatusNotImplemented, "NotImplemented", s3http.IsConditionalWrite, s3lock.ErrConditionalWritesUnsupported},
 		{"access denied", http.StatusForbidden, "AccessDenied", all, s3lock.ErrAccessDenied},
-		{"access denied on write only", http.StatusForbidden, "AccessDenied", s3locktest.IsConditionalWrite, s3lock.ErrAccessDenied},
+		{"access denied on write only", http.StatusForbidden, "AccessDenied", s3http.IsConditionalWrite, s3lock.ErrAccessDenied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := s3locktest.New(t)

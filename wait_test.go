@@ -2,6 +2,7 @@ package s3lock_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -28,6 +29,7 @@ func TestLoopingMutexDoesNotStarveWaiter(t *testing.T) {
 	if err := a.Lock(ctx); err != nil {
 		t.Fatal(err)
 	}
+	before := srv.Stats().Snapshot()
 	var bGot atomic.Bool
 	bDone := make(chan error, 1)
 	go func() {
@@ -38,7 +40,7 @@ func TestLoopingMutexDoesNotStarveWaiter(t *testing.T) {
 		}
 		bDone <- err
 	}()
-	time.Sleep(20 * time.Millisecond) // b is polling
+	waitForGets(t, srv, before, 2) // b has found the lock held and polls
 	cycles := 0
 	for ; cycles < maxCycles && !bGot.Load(); cycles++ {
 		if err := a.Unlock(ctx); err != nil {
@@ -153,4 +155,53 @@ func TestContendedLockQueues(t *testing.T) {
 			t.Errorf("worker %d got %d of %d grants; want at least %d (half its share)", i, n, total, total/workers/2)
 		}
 	}
+}
+
+// TestLockGivesUpSayingWhy: when Lock's context ends while
+// someone else holds the lock, its error matches the context's error and
+// ErrLocked, and names the holder through *LockedError; when S3 cannot be
+// reached, it matches the context's error and ErrUnavailable.
+func TestLockGivesUpSayingWhy(t *testing.T) {
+	ctx := context.Background()
+	t.Run("held", func(t *testing.T) {
+		srv := s3locktest.New(t)
+		holder := newMutex(t, srv.Client(), srv.Bucket(), "locks/why", s3lock.WithOwner("the-holder"))
+		if err := holder.TryLock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer holder.Unlock(ctx)
+		m := newMutex(t, srv.Client(), srv.Bucket(), "locks/why")
+		for _, end := range []struct {
+			name string
+			ctx  func() (context.Context, context.CancelFunc)
+			want error
+		}{
+			{"deadline", func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 300*time.Millisecond) }, context.DeadlineExceeded},
+			{"cancel", func() (context.Context, context.CancelFunc) {
+				c, cancel := context.WithCancel(ctx)
+				time.AfterFunc(300*time.Millisecond, cancel)
+				return c, cancel
+			}, context.Canceled},
+		} {
+			lctx, cancel := end.ctx()
+			err := m.Lock(lctx)
+			cancel()
+			var le *s3lock.LockedError
+			if !errors.Is(err, end.want) || !errors.Is(err, s3lock.ErrLocked) || !errors.As(err, &le) || le.Owner != "the-holder" {
+				t.Errorf("%s: Lock() = %v; want it to match %v and ErrLocked, with a LockedError naming the-holder", end.name, err, end.want)
+			}
+		}
+	})
+	t.Run("unreachable", func(t *testing.T) {
+		srv := s3locktest.New(t)
+		fa := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
+		fa.Partition(time.Hour)
+		m := newMutex(t, srv.FaultyClient(fa), srv.Bucket(), "locks/why-unreachable", s3lock.WithRetryInterval(50*time.Millisecond))
+		lctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		err := m.Lock(lctx)
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, s3lock.ErrUnavailable) || errors.Is(err, s3lock.ErrLocked) {
+			t.Errorf("Lock() against an unreachable S3 = %v; want DeadlineExceeded and ErrUnavailable, not ErrLocked", err)
+		}
+	})
 }

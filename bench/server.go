@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/s3lock/s3lock/internal/s3http"
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
@@ -104,9 +105,9 @@ func (s *server) middleware(next http.Handler) http.Handler {
 		lk := s.lockKey(key)
 		lk.mu.Lock()
 		defer lk.mu.Unlock()
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := s3http.NewStatusRecorder(w)
 		counted.ServeHTTP(sw, r)
-		lk.observe(r.Method, sw.status, body)
+		lk.observe(r.Method, sw.Status, body)
 	})
 }
 
@@ -187,23 +188,4 @@ func (s stats) sub(base stats) stats {
 func objectKey(path, bucket string) (string, bool) {
 	key, ok := strings.CutPrefix(strings.TrimPrefix(path, "/"), bucket+"/")
 	return key, ok && key != ""
-}
-
-// statusWriter remembers the status a handler answered.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if !w.wrote {
-		w.status, w.wrote = code, true
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	w.wrote = true
-	return w.ResponseWriter.Write(b)
 }

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+
+	"github.com/s3lock/s3lock/internal/s3http"
 )
 
 // WithBucketOwner makes the server behave as if every bucket belonged to
@@ -20,7 +22,7 @@ func WithBucketOwner(accountID string) Option {
 func ownerCheck(owner string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if got := r.Header.Get("X-Amz-Expected-Bucket-Owner"); got != "" && got != owner {
-			WriteError(w, http.StatusForbidden, "AccessDenied", "Access Denied")
+			s3http.WriteError(w, http.StatusForbidden, "AccessDenied", "Access Denied")
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -52,7 +54,7 @@ func (l *lifecycle) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodPut:
 		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		if err != nil {
-			WriteError(w, http.StatusBadRequest, "IncompleteBody", err.Error())
+			s3http.WriteError(w, http.StatusBadRequest, "IncompleteBody", err.Error())
 			return
 		}
 		l.mu.Lock()
@@ -64,7 +66,7 @@ func (l *lifecycle) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body, ok := l.confs[bucket]
 		l.mu.Unlock()
 		if !ok {
-			WriteError(w, http.StatusNotFound, "NoSuchLifecycleConfiguration", "The lifecycle configuration does not exist")
+			s3http.WriteError(w, http.StatusNotFound, "NoSuchLifecycleConfiguration", "The lifecycle configuration does not exist")
 			return
 		}
 		w.Header().Set("Content-Type", "application/xml")
@@ -75,6 +77,6 @@ func (l *lifecycle) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	default:
-		WriteError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "The specified method is not allowed against this resource.")
+		s3http.WriteError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "The specified method is not allowed against this resource.")
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/s3lock/s3lock/internal/s3http"
 )
 
 // Fault is one kind of failure that a [Faults] injects.
@@ -222,7 +224,8 @@ func (f *Faults) Config() FaultConfig {
 // says. Queued faults are taken in order, before random ones; a partition
 // window takes precedence over both. match is called with the Faults
 // locked: it must not call the Faults' methods. Use it to hit one chosen
-// request, such as the next conditional write (see [IsConditionalWrite]).
+// request, such as the next conditional write (a PUT with If-Match or
+// If-None-Match).
 // fault must be one that fails a request (not FaultLatency).
 func (f *Faults) Inject(fault Fault, n int, match func(*http.Request) bool) {
 	switch fault {
@@ -338,19 +341,6 @@ func (c FaultCounts) String() string {
 	return b.String()
 }
 
-// IsConditionalWrite reports whether r is a PUT carrying If-Match or
-// If-None-Match: a lock write. It is a ready-made match function for
-// [Faults.Inject] and FaultConfig.Match.
-func IsConditionalWrite(r *http.Request) bool {
-	return r.Method == http.MethodPut && (r.Header.Get("If-Match") != "" || r.Header.Get("If-None-Match") != "")
-}
-
-// IsMethod returns a match function that selects requests with the given
-// HTTP method.
-func IsMethod(method string) func(*http.Request) bool {
-	return func(r *http.Request) bool { return r.Method == method }
-}
-
 // action is what happens to one request.
 type action struct {
 	delay     time.Duration
@@ -396,7 +386,7 @@ func (f *Faults) decide(r *http.Request) action {
 	if f.cfg.Match != nil && !f.cfg.Match(r) {
 		return a
 	}
-	cond := IsConditionalWrite(r)
+	cond := s3http.IsConditionalWrite(r)
 	if cond && f.cfg.RejectConditions {
 		a.fault = FaultNotImplemented
 		f.counts[a.fault]++

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/smithy-go"
 	"go.uber.org/goleak"
 
+	"github.com/s3lock/s3lock/internal/s3http"
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
@@ -98,7 +99,7 @@ func TestInjectedErrorsDecodeAsS3Errors(t *testing.T) {
 				srv := s3locktest.New(t)
 				f := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
 				c := sd.client(srv, f, noRetry)
-				f.Inject(tt.fault, 1, s3locktest.IsConditionalWrite)
+				f.Inject(tt.fault, 1, s3http.IsConditionalWrite)
 				err := putIfAbsent(ctx, c, srv.Bucket(), "k", "v1")
 				if status(err) != tt.wantStatus || code(err) != tt.wantCode {
 					t.Fatalf("PutObject() = %v (status %d, code %q); want status %d, code %q", err, status(err), code(err), tt.wantStatus, tt.wantCode)
@@ -126,7 +127,7 @@ func TestDropResponseReproducesTrap(t *testing.T) {
 				srv := s3locktest.New(t)
 				f := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
 				c := sd.client(srv, f)
-				f.Inject(fault, 1, s3locktest.IsConditionalWrite)
+				f.Inject(fault, 1, s3http.IsConditionalWrite)
 				err := putIfAbsent(ctx, c, srv.Bucket(), "k", "ours")
 				if status(err) != http.StatusPreconditionFailed {
 					t.Fatalf("PutObject() = %v; want 412 from the SDK's retry of an applied write", err)
@@ -361,7 +362,7 @@ func TestFaultRates(t *testing.T) {
 func TestFaultMatch(t *testing.T) {
 	ctx := context.Background()
 	srv := s3locktest.New(t)
-	f := s3locktest.NewFaults(1, s3locktest.FaultConfig{InternalError: 1, Match: s3locktest.IsMethod(http.MethodGet)})
+	f := s3locktest.NewFaults(1, s3locktest.FaultConfig{InternalError: 1, Match: s3http.IsMethod(http.MethodGet)})
 	c := srv.FaultyClient(f, noRetry)
 	if err := putIfAbsent(ctx, c, srv.Bucket(), "k", "v"); err != nil {
 		t.Fatalf("PutObject() = %v; want nil (Match selects GETs only)", err)

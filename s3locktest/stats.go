@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+
+	"github.com/s3lock/s3lock/internal/s3http"
 )
 
 // Stats counts requests by HTTP method and status. A Server counts every
@@ -37,9 +39,9 @@ func (s *Stats) record(method string, status int) {
 // counts it, with the status next answered (200 when it set none).
 func (s *Stats) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		rec := s3http.NewStatusRecorder(w)
 		next.ServeHTTP(rec, r)
-		s.record(r.Method, rec.status)
+		s.record(r.Method, rec.Status)
 	})
 }
 
@@ -61,24 +63,6 @@ func (s *Stats) Transport(next http.RoundTripper) http.RoundTripper {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if !r.wrote {
-		r.status, r.wrote = code, true
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	r.wrote = true
-	return r.ResponseWriter.Write(b)
-}
 
 // Snapshot returns a copy of the counters.
 func (s *Stats) Snapshot() Counts {

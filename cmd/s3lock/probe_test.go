@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/s3lock/s3lock/s3locktest"
+	"github.com/s3lock/s3lock/internal/s3http"
 )
 
 func TestProbe(t *testing.T) {
@@ -26,7 +26,7 @@ func TestProbe(t *testing.T) {
 
 	// A store that ignores the conditions, as some S3-compatible stores
 	// do: a proxy drops the headers (gofakes3 does not check signatures).
-	h.endpoint = s3locktest.Proxy(t, h.srv.URL(), func(_ http.ResponseWriter, r *http.Request) bool {
+	h.endpoint = s3http.Proxy(t, h.srv.URL(), func(_ http.ResponseWriter, r *http.Request) bool {
 		r.Header.Del("If-None-Match")
 		r.Header.Del("If-Match")
 		return false

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/s3lock/s3lock"
-	"github.com/s3lock/s3lock/s3locktest"
+	"github.com/s3lock/s3lock/internal/s3http"
 )
 
 // TestRunMutualExclusion runs several s3lock processes on one key at once,
@@ -187,7 +187,7 @@ func startWaiter(t *testing.T, h *harness, env []string, args ...string) (*backg
 	t.Helper()
 	gets := new(atomic.Int64)
 	hw := *h
-	hw.endpoint = s3locktest.Proxy(t, h.srv.URL(), func(_ http.ResponseWriter, r *http.Request) bool {
+	hw.endpoint = s3http.Proxy(t, h.srv.URL(), func(_ http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodGet {
 			gets.Add(1)
 		}
@@ -214,8 +214,8 @@ func waitGets(t *testing.T, gets *atomic.Int64, n int64, b *background) {
 func TestRunS3Unavailable(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.endpoint = s3locktest.Proxy(t, h.srv.URL(), func(w http.ResponseWriter, _ *http.Request) bool {
-		s3locktest.WriteError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "injected")
+	h.endpoint = s3http.Proxy(t, h.srv.URL(), func(w http.ResponseWriter, _ *http.Request) bool {
+		s3http.WriteError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "injected")
 		return true
 	})
 	marker := h.path("marker")
@@ -361,11 +361,11 @@ func TestRunLeaseLostRenewalFails(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	var failPuts atomic.Bool
-	h.endpoint = s3locktest.Proxy(t, h.srv.URL(), func(w http.ResponseWriter, r *http.Request) bool {
+	h.endpoint = s3http.Proxy(t, h.srv.URL(), func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodPut || !failPuts.Load() {
 			return false
 		}
-		s3locktest.WriteError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "injected")
+		s3http.WriteError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "injected")
 		return true
 	})
 

@@ -1,4 +1,4 @@
-package s3locktest_test
+package s3http_test
 
 import (
 	"context"
@@ -10,9 +10,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	"go.uber.org/goleak"
 
+	"github.com/s3lock/s3lock/internal/s3http"
 	"github.com/s3lock/s3lock/s3locktest"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestProxy checks that a Proxy passes requests on, with the changes its
 // intercept makes, and that an intercept can answer with an S3 error the
@@ -36,7 +40,7 @@ func TestProxy(t *testing.T) {
 	}
 
 	t.Run("nil intercept passes everything on", func(t *testing.T) {
-		c := via(s3locktest.Proxy(t, srv.URL(), nil))
+		c := via(s3http.Proxy(t, srv.URL(), nil))
 		if err := put(c, "plain", false); err != nil {
 			t.Fatalf("PutObject() through the proxy = %v", err)
 		}
@@ -48,7 +52,7 @@ func TestProxy(t *testing.T) {
 	})
 
 	t.Run("changes to the request are passed on", func(t *testing.T) {
-		c := via(s3locktest.Proxy(t, srv.URL(), func(_ http.ResponseWriter, r *http.Request) bool {
+		c := via(s3http.Proxy(t, srv.URL(), func(_ http.ResponseWriter, r *http.Request) bool {
 			r.Header.Del("If-None-Match")
 			return false
 		}))
@@ -60,11 +64,11 @@ func TestProxy(t *testing.T) {
 	})
 
 	t.Run("intercept answers with WriteError", func(t *testing.T) {
-		c := via(s3locktest.Proxy(t, srv.URL(), func(w http.ResponseWriter, r *http.Request) bool {
-			if !s3locktest.IsMethod(http.MethodPut)(r) {
+		c := via(s3http.Proxy(t, srv.URL(), func(w http.ResponseWriter, r *http.Request) bool {
+			if !s3http.IsMethod(http.MethodPut)(r) {
 				return false
 			}
-			s3locktest.WriteError(w, http.StatusServiceUnavailable, "SlowDown", "refused by the proxy")
+			s3http.WriteError(w, http.StatusServiceUnavailable, "SlowDown", "refused by the proxy")
 			return true
 		}))
 		err := put(c, "refused", false)
