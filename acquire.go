@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"time"
 )
 
@@ -24,56 +23,62 @@ const maxWriteAttempts = 5
 // store or writer gone wrong from keeping us busy forever.
 const maxRewrites = 64
 
-// maxOrphans bounds how many unresolved writes a Mutex remembers. Every
-// read prunes the writes that can no longer be in S3 nor land there, and
-// writes made under the same condition share one nonce, so a Mutex holds
-// only a few; the bound is a backstop.
-const maxOrphans = 16
-
-// orphan is a held record of ours that no lease holds: nonce is its nonce.
-// Either it landed (a lease's last record, in S3 while the object has the
-// ETag in cond), or it is a write whose outcome is unknown, made under
-// cond (a claim, or a lease's renewal). Such a record can be in S3, or land
-// there later, only while the object carries its nonce or still satisfies
-// cond; any other read proves it gone for good, since ETags never repeat
-// (every body has a fresh nonce).
-type orphan struct {
-	nonce string
-	cond  condition
-	// claim marks an unknown claim, first sent at start: the only kind
-	// whose nonce a later claim under the same condition may reuse, as
-	// both records would be the same grant (same generation).
-	claim bool
-	start instant
+// judge decides whether s may be claimed: yes for no object, a free
+// record, an expired hold, or an orphan of ours. For a hold it may not
+// claim, left is how long until the hold may be judged expired.
+func (lm *lockObject) judge(s *snapshot) (claimable bool, left time.Duration) {
+	if !s.exists {
+		return true, 0
+	}
+	if s.rec != nil && (!s.rec.held() || lm.orphans.has(s.rec.Nonce)) {
+		return true, 0
+	}
+	left = lm.untilExpired(s, s.holdTTL(lm.ttl))
+	if left > 0 {
+		return false, left
+	}
+	if s.rec != nil {
+		lm.log.Info("s3lock: taking over an expired hold", "key", lm.key, "owner", s.rec.Owner, "generation", s.rec.Generation)
+	} else {
+		lm.log.Warn("s3lock: taking over an invalid lock object older than the TTL", "key", lm.key, "reason", s.invalid)
+	}
+	return true, 0
 }
 
-// judge decides whether s may be claimed. It returns nil when it may (no
-// object, a free record, an expired hold, or an orphan of ours) and a
-// *LockedError otherwise.
-func (lm *leaseManager) judge(s *snapshot) *LockedError {
-	if !s.exists {
-		return nil
-	}
-	if s.rec != nil && (!s.rec.held() || lm.isOrphan(s.rec.Nonce)) {
-		return nil
-	}
-	ttl := s.holdTTL(lm.ttl)
-	left := lm.untilExpired(s, ttl)
-	if left <= 0 {
+// attempt is what an acquire that did not take the lock came to.
+type attempt struct {
+	// held is the hold found (nil when the attempt yielded), and left how
+	// long until it may be judged expired.
+	held *snapshot
+	left time.Duration
+	// raced: every write lost a race, each winner releasing again before
+	// we read; held is then the last state seen, free or not.
+	raced bool
+	// yielded: Lock's waiter left a claimable lock to an older waiter.
+	yielded bool
+}
+
+// lockedError describes the hold a attempt found, for the caller: who,
+// which generation, and until when at least.
+func (lm *lockObject) lockedError(a attempt) *LockedError {
+	le := &LockedError{Key: lm.key}
+	s := a.held
+	switch {
+	case s == nil:
+		return le
+	case a.raced:
 		if s.rec != nil {
-			lm.log.Info("s3lock: taking over an expired hold", "key", lm.key, "owner", s.rec.Owner, "generation", s.rec.Generation)
-		} else {
-			lm.log.Warn("s3lock: taking over an invalid lock object older than the TTL", "key", lm.key, "reason", s.invalid)
+			le.Owner, le.Generation = s.rec.Owner, s.rec.Generation
 		}
-		return nil
+		return le
 	}
-	le := &LockedError{Key: lm.key, RetryAfter: left, Invalid: s.invalid}
+	le.RetryAfter, le.Invalid = a.left, s.invalid
 	if s.rec != nil {
 		le.Owner, le.Generation, le.Since = s.rec.Owner, s.rec.Generation, s.rec.AcquiredAt
 	} else if s.salvaged.hasGen {
 		le.Generation = s.salvaged.generation
 	}
-	le.Until = s.expiresAt(ttl)
+	le.Until = s.expiresAt(s.holdTTL(lm.ttl))
 	return le
 }
 
@@ -83,70 +88,13 @@ var errGenerationExhausted = errors.New("generation exhausted")
 // nextGeneration is the generation of a grant or break written over s.
 // It refuses a record at the largest generation: the fencing token must
 // never wrap or go back.
-func (lm *leaseManager) nextGeneration(s *snapshot) (uint64, error) {
+func (lm *lockObject) nextGeneration(s *snapshot) (uint64, error) {
 	g := s.generation()
 	if g == math.MaxUint64 {
 		return 0, fmt.Errorf("%w: %s is at generation %d, the largest fencing token; it cannot be granted again without the token wrapping (%w)",
 			ErrInvalidLockObject, lm.name(), g, errGenerationExhausted)
 	}
 	return g + 1, nil
-}
-
-func (lm *leaseManager) isOrphan(nonce string) bool {
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
-	return slices.ContainsFunc(lm.orphans, func(o orphan) bool { return o.nonce == nonce })
-}
-
-// orphanNonce returns the nonce of an unresolved write of ours made under
-// cond and when the first write with it was sent, or a fresh nonce and a
-// zero instant. Of all claims under one condition at most one can land,
-// so they may share a nonce: that keeps one orphan per condition. A
-// record that landed, or a renewal, never lends its nonce: a claim over
-// it writes another generation, and must be told apart from it by a
-// read-back and by contenders' expiry watch.
-func (lm *leaseManager) orphanNonce(cond condition) (string, instant) {
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
-	for _, o := range lm.orphans {
-		if o.cond == cond && o.claim {
-			return o.nonce, o.start
-		}
-	}
-	return newNonce(), instant{}
-}
-
-// addOrphans remembers records of ours whose fate is unknown.
-func (lm *leaseManager) addOrphans(os ...orphan) {
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
-	for _, o := range os {
-		known := slices.ContainsFunc(lm.orphans, func(k orphan) bool { return k.nonce == o.nonce && k.cond == o.cond })
-		if o.nonce != "" && !known {
-			lm.orphans = append(lm.orphans, o)
-		}
-	}
-	if len(lm.orphans) > maxOrphans {
-		lm.orphans = slices.Delete(lm.orphans, 0, len(lm.orphans)-maxOrphans)
-	}
-}
-
-// pruneOrphans drops the orphans that s proves gone for good: s carries
-// another nonce and does not satisfy their condition.
-func (lm *leaseManager) pruneOrphans(s *snapshot) {
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
-	lm.orphans = slices.DeleteFunc(lm.orphans, func(o orphan) bool {
-		return !(s.rec != nil && s.rec.Nonce == o.nonce) && !o.cond.holds(s)
-	})
-}
-
-// clearOrphans forgets every orphan: a write of ours has just replaced
-// the state they were written over, so none of them can be in S3 or land.
-func (lm *leaseManager) clearOrphans() {
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
-	lm.orphans = nil
 }
 
 // resolveContext returns ctx, or, when ctx is already done, a context
@@ -160,53 +108,46 @@ func resolveContext(ctx context.Context, timeout time.Duration) (context.Context
 }
 
 // acquire makes one attempt to take the lock. On success it returns the
-// new lease. When the lock is held by someone else it returns a
-// *LockedError; other errors come from S3. For Lock, w is its waiter: it
-// may leave a lock that judge finds claimable to another waiter (see
-// wait.go), and acquire then returns yielded and no error; TryLock passes
-// nil.
-func (lm *leaseManager) acquire(ctx context.Context, w *waiter) (l *lease, yielded bool, err error) {
-	s := lm.takeFree(w)
-	for attempt := 0; ; attempt++ {
+// new lease; when the lock is held by someone else, what it found (see
+// attempt); an error when S3 failed. For Lock, w is its waiter: it may
+// leave a lock that judge finds claimable to another waiter (see
+// wait.go), and the attempt then says it yielded; TryLock passes nil.
+func (lm *lockObject) acquire(ctx context.Context, w *waiter) (*lease, attempt, error) {
+	s := lm.warm.takeFree(w)
+	for try := 0; ; try++ {
 		if s == nil {
+			var err error
 			if s, err = lm.read(ctx); err != nil {
-				return nil, false, err
+				return nil, attempt{}, err
 			}
 		}
 		if lm.wantsClockCheck(s) {
 			lm.checkClock(ctx)
 		}
-		le := lm.judge(s)
+		claimable, left := lm.judge(s)
+		if !claimable {
+			if w != nil && w.decideHeld(s) {
+				lm.reserve(ctx, s, w)
+			}
+			return nil, attempt{held: s, left: left}, nil
+		}
 		var waited uint64
 		if w != nil {
-			claim, n := w.decide(s, le)
-			switch {
-			case le != nil && w.reserve:
-				lm.reserve(ctx, s, w)
-				return nil, false, le
-			case le != nil:
-				return nil, false, le
-			case !claim:
-				return nil, true, nil
+			claim, n := w.decideFree(s)
+			if !claim {
+				return nil, attempt{yielded: true}, nil
 			}
 			waited = n
-		} else if le != nil {
-			return nil, false, le
 		}
-		if attempt == maxWriteAttempts {
+		if try == maxWriteAttempts {
 			// Every write lost a race to another writer, each of which
 			// released again before we read: the lock is busy, so say
 			// so, as TryLock promises (Lock simply polls again).
-			le := &LockedError{Key: lm.key}
-			if s.rec != nil {
-				le.Owner, le.Generation = s.rec.Owner, s.rec.Generation
-			}
-			return nil, false, le
+			return nil, attempt{held: s, raced: true}, nil
 		}
-		var next *snapshot
-		l, next, err = lm.claim(ctx, s, waited)
+		l, next, err := lm.claim(ctx, s, waited)
 		if l != nil || err != nil {
-			return l, false, err
+			return l, attempt{}, err
 		}
 		s = next
 	}
@@ -215,13 +156,13 @@ func (lm *leaseManager) acquire(ctx context.Context, w *waiter) (l *lease, yield
 // claim writes a held record over s, with waited as its Waited. It returns
 // the lease when the write is ours, or the snapshot to judge next when the
 // object changed under us (nil: read it again), or an error.
-func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (*lease, *snapshot, error) {
+func (lm *lockObject) claim(ctx context.Context, s *snapshot, waited uint64) (*lease, *snapshot, error) {
 	gen, err := lm.nextGeneration(s)
 	if err != nil {
 		return nil, nil, err
 	}
 	cond := condition{create: !s.exists, etag: s.etag}
-	nonce, first := lm.orphanNonce(cond)
+	nonce, first := lm.orphans.claimNonce(cond)
 	wall := lm.clock.Now()
 	rec := &record{
 		Schema:     recordSchema,
@@ -241,8 +182,8 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (
 	etag, f, err := lm.put(ctx, rec, cond)
 	switch f {
 	case failNone:
-		lm.noteRTT(time.Since(start.mono))
-		lm.clearOrphans()
+		lm.pace.noteRTT(time.Since(start.mono))
+		lm.orphans.clear()
 		return lm.confirm(ctx, lm.newLease(etag, rec, start))
 	case failConflict:
 		// Nothing was written by the attempt that got the 409; but when
@@ -255,7 +196,7 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (
 	// that had been applied. 409s, transport errors, 5xx, cancellation: the
 	// write may or may not have been applied. Until a read settles it, the
 	// record is an orphan: ours to take back if it turns up.
-	lm.addOrphans(orphan{nonce: rec.Nonce, cond: cond, claim: true, start: first})
+	lm.orphans.add(orphan{nonce: rec.Nonce, cond: cond, claim: true, start: first})
 	rctx, cancel := resolveContext(ctx, lm.resolveTimeout)
 	defer cancel()
 	now2, rerr := lm.read(rctx)
@@ -266,7 +207,7 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (
 		// Which of the writes with this nonce landed is unknown: count
 		// the lease from the first.
 		lm.log.Warn("s3lock: a write reported as failed had been applied; the lock is ours", "key", lm.key, "error", err)
-		lm.clearOrphans()
+		lm.orphans.clear()
 		// A waiter may have reserved the next turn in our record before
 		// this read: keep its reservation in our next writes.
 		rec.Next, rec.NextWaited = now2.rec.Next, now2.rec.NextWaited
@@ -283,7 +224,7 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (
 // once before it is returned (safe: the renewal lands only if nobody wrote
 // since our record), and if that fails the hold is given up as an orphan
 // this Mutex takes back on its next acquire.
-func (lm *leaseManager) confirm(ctx context.Context, l *lease) (*lease, *snapshot, error) {
+func (lm *lockObject) confirm(ctx context.Context, l *lease) (*lease, *snapshot, error) {
 	if time.Now().Before(l.safeUntil()) {
 		return l, nil, nil
 	}

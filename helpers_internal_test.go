@@ -52,3 +52,13 @@ func copyPut(in *s3.PutObjectInput, body []byte) *s3.PutObjectInput {
 	c.Body = bytes.NewReader(body)
 	return &c
 }
+
+// decide runs the waiter's decision on s as acquire does: decideHeld when
+// judge found the lock held (le != nil), else decideFree.
+func (w *waiter) decide(s *snapshot, le *LockedError) (claim bool, waited uint64) {
+	if le != nil {
+		w.decideHeld(s)
+		return false, 0
+	}
+	return w.decideFree(s)
+}

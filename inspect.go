@@ -128,12 +128,12 @@ func ForceUnlock(ctx context.Context, client S3API, bucket, key, etag string) (*
 
 // inspector is the lease manager Inspect and ForceUnlock read and write
 // through: default options, no owner.
-func inspector(client S3API, bucket, key string) (*leaseManager, error) {
+func inspector(client S3API, bucket, key string) (*lockObject, error) {
 	o := defaultOptions()
-	return newLeaseManager(client, bucket, key, &o)
+	return newLockObject(client, bucket, key, &o)
 }
 
-func (lm *leaseManager) status(s *snapshot) *LockStatus {
+func (lm *lockObject) status(s *snapshot) *LockStatus {
 	st := &LockStatus{
 		Bucket: lm.bucket, Key: lm.key, Exists: s.exists, ETag: s.etag,
 		LastModified: s.lastModified, ServerTime: s.serverDate, Invalid: s.invalid,

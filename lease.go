@@ -6,87 +6,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 )
-
-// leaseManager makes every S3 request of one Mutex. It reads the lock
-// object, judges whether it may be taken, and writes it only with
-// conditional PUTs: If-None-Match: * to create, If-Match: <etag> to
-// replace. It never deletes.
-type leaseManager struct {
-	client      S3API
-	bucket, key string
-	owner       string
-	ttl         time.Duration
-	margin      time.Duration
-	clock       Clock
-	log         *slog.Logger
-	// resolveTimeout bounds the read that settles an ambiguous write when
-	// the caller's context has already ended.
-	resolveTimeout time.Duration
-
-	mu sync.Mutex // protects the fields below
-	// free is a free record this Mutex wrote or saw last; when set, the
-	// next acquire first tries one If-Match PUT over it (the warm path).
-	free *snapshot
-	// watchKey and watchSince implement the monotonic expiry rule: the
-	// version of the object last seen (see versionKey) and when
-	// (monotonic) it was first seen.
-	watchKey   string
-	watchSince time.Time
-	// orphans are held records this Mutex wrote, or may have written,
-	// that it no longer holds through a lease: a record carrying one of
-	// their nonces is ours to take back.
-	orphans []orphan
-	// pace is what Lock remembers to pace its polls (see wait.go).
-	pace pacing
-	// s3clock is what this Mutex knows of S3's clock (see s3clock.go).
-	s3clock clockTrust
-}
-
-// newLeaseManager checks the lock's location and returns its lease manager
-// with the options in o (already validated). On failure the error matches
-// [ErrInvalidArgument].
-func newLeaseManager(client S3API, bucket, key string, o *options) (*leaseManager, error) {
-	if client == nil {
-		return nil, fmt.Errorf("%w: nil S3 client", ErrInvalidArgument)
-	}
-	if err := validateBucket(bucket); err != nil {
-		return nil, err
-	}
-	if err := validateKey(key); err != nil {
-		return nil, err
-	}
-	return &leaseManager{
-		client:         o.client(client),
-		bucket:         bucket,
-		key:            key,
-		owner:          o.owner,
-		ttl:            o.ttl,
-		margin:         o.expiryMargin,
-		clock:          o.clock,
-		log:            o.logger,
-		resolveTimeout: o.releaseTimeout,
-	}, nil
-}
-
-func (lm *leaseManager) name() string { return "s3://" + lm.bucket + "/" + lm.key }
-
-// setFree remembers the free record a release of ours wrote, for the next
-// acquire's warm path.
-func (lm *leaseManager) setFree(s *snapshot) {
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
-	lm.free = s
-}
 
 // drift is how much earlier than its TTL a holder considers its lease over,
 // for clock-rate differences between it and S3 (as in redsync: 1% + 2 ms).
 func drift(ttl time.Duration) time.Duration { return ttl/100 + 2*time.Millisecond }
 
-func (lm *leaseManager) newLease(etag string, rec *record, start instant) *lease {
+func (lm *lockObject) newLease(etag string, rec *record, start instant) *lease {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	return &lease{
 		lm:       lm,
@@ -105,7 +33,7 @@ func (lm *leaseManager) newLease(etag string, rec *record, start instant) *lease
 // ErrLeaseLost at that deadline, or as soon as a renewal finds someone
 // else's record; with ErrNotHeld when it is released.
 type lease struct {
-	lm     *leaseManager
+	lm     *lockObject
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 

@@ -7,19 +7,17 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
-
-	"github.com/cenkalti/backoff/v4"
 )
 
 // Mutex is a lock kept in one S3 object, excluding every other Mutex on the
 // same bucket and key, in this process or any other. Within one process it
 // behaves like sync.Mutex: a second goroutine's Lock on the same *Mutex
-// waits, without S3 traffic, for the first one's Unlock. Unlike sync.Mutex
-// it may be unlocked only while held, and its methods take a context.
+// waits, without S3 traffic, for the first one's Unlock. Its methods take
+// a context, and report failures as errors where sync.Mutex panics.
 //
 // A Mutex is safe for concurrent use. Create it with [New].
 type Mutex struct {
-	lm   *leaseManager
+	lm   *lockObject
 	opts options
 	// turn has capacity 1. A token in it means a goroutine of this process
 	// holds the lock through this Mutex or is acquiring it.
@@ -51,7 +49,7 @@ func New(client S3API, bucket, key string, opts ...Option) (*Mutex, error) {
 	if o.owner == "" {
 		o.owner = defaultOwner()
 	}
-	lm, err := newLeaseManager(client, bucket, key, &o)
+	lm, err := newLockObject(client, bucket, key, &o)
 	if err != nil {
 		return nil, err
 	}
@@ -119,9 +117,12 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 		<-m.turn
 		return err
 	}
-	l, _, err := m.lm.acquire(ctx, nil)
-	if err != nil {
+	l, a, err := m.lm.acquire(ctx, nil)
+	if l == nil {
 		<-m.turn
+		if err == nil {
+			err = m.lm.lockedError(a)
+		}
 		return err
 	}
 	m.install(l)
@@ -166,98 +167,6 @@ func (m *Mutex) Lock(ctx context.Context) error {
 	}
 	m.install(l)
 	return nil
-}
-
-// wait runs Lock's attempts.
-func (m *Mutex) wait(ctx context.Context) (held *lease, _ error) {
-	b := m.opts.backoff
-	if b == nil {
-		b = backoff.NewConstantBackOff(m.opts.retryInterval)
-	}
-	b.Reset()
-	w := m.lm.newWaiter(m.opts.retryInterval)
-	defer func() {
-		if held == nil {
-			m.lm.withdraw(ctx, w)
-		}
-	}()
-	var failing failureRun
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	var err error // the last attempt's that ctx did not cut short
-	for {
-		if ctx.Err() != nil {
-			return nil, m.gaveUp(ctx, err)
-		}
-		l, yielded, aerr := m.lm.acquire(ctx, w)
-		switch {
-		case l != nil:
-			failing.recovered(m.lm.log, m.lm.key)
-			return l, nil
-		case ctx.Err() != nil:
-			// An attempt ctx cut short says less than the one before.
-			if err == nil {
-				err = aerr
-			}
-			return nil, m.gaveUp(ctx, err)
-		case aerr != nil:
-			err = aerr
-		}
-		var le *LockedError
-		locked := errors.As(aerr, &le)
-		switch {
-		case yielded || locked:
-			failing.recovered(m.lm.log, m.lm.key)
-		case isPermanent(err):
-			return nil, err
-		default:
-			if d := failing.failed(m.lm.log, m.lm.key, err); m.opts.failureTimeout > 0 && d >= m.opts.failureTimeout {
-				return nil, fmt.Errorf("s3lock: Lock %s: gave up after S3 failed for %v without a break: %w", m.lm.name(), d.Round(time.Millisecond), err)
-			}
-		}
-		next := b.NextBackOff()
-		if next == backoff.Stop {
-			if yielded && !w.force {
-				// The lock is free: take it rather than give up.
-				w.force = true
-				continue
-			}
-			if err == nil {
-				err = &LockedError{Key: m.lm.key}
-			}
-			return nil, err
-		}
-		if m.opts.retrySet {
-			next = min(next, m.opts.retryInterval)
-		}
-		switch {
-		case yielded:
-			next = w.pollIn(next)
-		case locked:
-			next = w.pollIn(next)
-			if le.RetryAfter > 0 && le.RetryAfter < next {
-				next = le.RetryAfter
-			}
-		}
-		timer.Reset(next)
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			return nil, m.gaveUp(ctx, err)
-		}
-	}
-}
-
-// gaveUp is Lock's error when ctx ends while it waits. It matches
-// ctx.Err() and, when there was one, the last attempt's error: a
-// *LockedError naming the holder (so also ErrLocked), or the S3 failure
-// (matching ErrUnavailable when S3 could not be reached).
-func (m *Mutex) gaveUp(ctx context.Context, last error) error {
-	if last == nil {
-		return fmt.Errorf("s3lock: Lock %s: %w", m.lm.name(), ctx.Err())
-	}
-	return fmt.Errorf("s3lock: Lock %s: %w (last attempt: %w)", m.lm.name(), ctx.Err(), last)
 }
 
 // checkStore runs the store probe once, with WithProbe.
@@ -342,7 +251,7 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 		return err
 	}
 	l.cancel(ErrNotHeld)
-	m.lm.setFree(free)
+	m.lm.warm.set(free)
 	if lost != nil {
 		return fmt.Errorf("s3lock: Unlock %s: the hold had ended before Unlock (released since): %w", m.lm.name(), lost)
 	}

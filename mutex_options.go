@@ -93,8 +93,8 @@ func WithOwner(owner string) Option {
 // WithRetryInterval sets the longest Lock waits between two polls of a
 // lock held by someone else (it polls faster when its turn is near, see
 // [Mutex.Lock]). Each poll is one GET; the lock is written only when a
-// poll finds it free or expired. With [WithBackoff] it caps the backoff's
-// pauses.
+// poll finds it free or expired. It caps every pause, a [WithBackoff]
+// policy's included: to let a backoff wait longer, raise it too.
 // The default is [DefaultRetryInterval].
 func WithRetryInterval(d time.Duration) Option {
 	return func(o *options) { o.retryInterval = d; o.retrySet = true }
@@ -105,8 +105,9 @@ func WithRetryInterval(d time.Duration) Option {
 // Reset at the start of every Lock. When b returns backoff.Stop, Lock gives
 // up and returns the last *LockedError. Lock calls on one Mutex never use b
 // concurrently, but b must not be shared between Mutex values. Lock still
-// polls faster when its turn is near, and [WithRetryInterval], when given
-// too, caps every pause.
+// polls faster when its turn is near, and the retry interval
+// ([WithRetryInterval], default [DefaultRetryInterval]) caps every pause,
+// so that a waiter never polls less often than the queue expects.
 // The default is a constant [DefaultRetryInterval].
 func WithBackoff(b backoff.BackOff) Option {
 	return func(o *options) { o.backoff, o.backoffSet = b, true }

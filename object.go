@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -30,6 +31,61 @@ type S3API interface {
 }
 
 var _ S3API = (*s3.Client)(nil)
+
+// lockObject is the lock object in S3 as one Mutex reads and writes it:
+// every S3 request of the Mutex goes through it. It reads the object,
+// judges whether it may be taken, and writes it only with conditional
+// PUTs: If-None-Match: * to create, If-Match: <etag> to replace. It never
+// deletes. What it learns from S3 is kept by four small parts, each with
+// its own lock: the expiry watch, the orphans, the pacing of polls and
+// what is known of S3's clock; the warm path keeps the free record a
+// release of ours left.
+type lockObject struct {
+	client      S3API
+	bucket, key string
+	owner       string
+	ttl         time.Duration
+	margin      time.Duration
+	clock       Clock
+	log         *slog.Logger
+	// resolveTimeout bounds the read that settles an ambiguous write when
+	// the caller's context has already ended.
+	resolveTimeout time.Duration
+
+	watch   expiryWatch // the monotonic expiry rule (expiry.go)
+	orphans orphanSet   // held records of ours that no lease holds (orphans.go)
+	pace    pacer       // round trips, grant periods, our holds (pace.go)
+	warm    warmPath    // the free record of our last release (wait.go)
+	s3clock clockTrust  // what is known of S3's clock (s3clock.go)
+}
+
+// newLockObject checks the lock's location and returns its lock object
+// with the options in o (already validated). On failure the error matches
+// [ErrInvalidArgument].
+func newLockObject(client S3API, bucket, key string, o *options) (*lockObject, error) {
+	if client == nil {
+		return nil, fmt.Errorf("%w: nil S3 client", ErrInvalidArgument)
+	}
+	if err := validateBucket(bucket); err != nil {
+		return nil, err
+	}
+	if err := validateKey(key); err != nil {
+		return nil, err
+	}
+	return &lockObject{
+		client:         o.client(client),
+		bucket:         bucket,
+		key:            key,
+		owner:          o.owner,
+		ttl:            o.ttl,
+		margin:         o.expiryMargin,
+		clock:          o.clock,
+		log:            o.logger,
+		resolveTimeout: o.releaseTimeout,
+	}, nil
+}
+
+func (lm *lockObject) name() string { return "s3://" + lm.bucket + "/" + lm.key }
 
 // snapshot is the lock object as one GET (or one of our writes) left it.
 type snapshot struct {
@@ -60,16 +116,16 @@ func (c condition) holds(s *snapshot) bool {
 
 // read GETs the lock object, reading at most maxRecordSize+1 bytes.
 // A missing object is a snapshot with exists == false, not an error.
-func (lm *leaseManager) read(ctx context.Context) (*snapshot, error) {
+func (lm *lockObject) read(ctx context.Context) (*snapshot, error) {
 	sent := time.Now()
 	out, err := lm.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &lm.bucket, Key: &lm.key})
 	seenAt := time.Now()
 	if err != nil {
 		f, mapped := classify(err, lm.bucket)
 		if f == failNotFound {
-			lm.observe("", seenAt)
+			lm.watch.observe("", seenAt)
 			s := &snapshot{seenAt: seenAt, rtt: seenAt.Sub(sent)}
-			lm.pruneOrphans(s)
+			lm.orphans.prune(s)
 			return s, nil
 		}
 		return nil, fmt.Errorf("s3lock: reading %s: %w", lm.name(), mapped)
@@ -97,8 +153,8 @@ func (lm *leaseManager) read(ctx context.Context) (*snapshot, error) {
 	default:
 		s.rec = rec
 	}
-	lm.observe(s.versionKey(), seenAt)
-	lm.pruneOrphans(s)
+	lm.watch.observe(s.versionKey(), seenAt)
+	lm.orphans.prune(s)
 	lm.checkOwnWrite(s)
 	return s, nil
 }
@@ -117,7 +173,7 @@ func responseDate(md middleware.Metadata) time.Time {
 }
 
 // put writes rec under cond. On success it returns the new ETag.
-func (lm *leaseManager) put(ctx context.Context, rec *record, cond condition, optFns ...func(*s3.Options)) (string, failure, error) {
+func (lm *lockObject) put(ctx context.Context, rec *record, cond condition, optFns ...func(*s3.Options)) (string, failure, error) {
 	if !cond.create && cond.etag == "" {
 		// An If-Match with no ETag would be sent as an unconditional
 		// PUT: never let that happen.
@@ -158,21 +214,11 @@ func (lm *leaseManager) put(ctx context.Context, rec *record, cond condition, op
 	} else {
 		lm.noteWrite(etag, responseDate(out.ResultMetadata))
 	}
-	lm.observe(recordKey(rec), time.Now())
+	lm.watch.observe(recordKey(rec), time.Now())
 	return etag, failNone, nil
 }
 
 var errNoETag = errors.New("no ETag")
-
-// observe feeds the monotonic expiry rule: it remembers when a version of
-// the object was first seen.
-func (lm *leaseManager) observe(key string, at time.Time) {
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
-	if key != lm.watchKey || lm.watchSince.IsZero() {
-		lm.watchKey, lm.watchSince = key, at
-	}
-}
 
 // versionKey names the version of the object in s for the monotonic
 // expiry rule. For a record it is the nonce and state, not the ETag: a
@@ -192,87 +238,6 @@ func (s *snapshot) versionKey() string {
 }
 
 func recordKey(r *record) string { return r.State + ":" + r.Nonce }
-
-// untilExpired returns how long until a hold seen in s, with the given TTL,
-// may be judged expired; <= 0 means it is expired now. Two rules, each safe
-// on its own, and the earlier wins:
-//   - this process's monotonic clock: the same version (the holder's
-//     nonce, see versionKey) has been seen for ttl + margin since it was
-//     first seen (the holder's write happened before).
-//   - S3's clock, once this process has seen it agree with the store's
-//     own stamps (see clock.go): Date - the start of the lease >= ttl +
-//     margin + 1s. Both are truncated to the second, so this proves the
-//     holder's write is older than ttl + margin.
-//
-// Neither rule reads a client's wall clock.
-func (lm *leaseManager) untilExpired(s *snapshot, ttl time.Duration) time.Duration {
-	need := ttl + lm.margin
-	lm.mu.Lock()
-	since := lm.watchSince
-	same := lm.watchKey == s.versionKey()
-	lm.mu.Unlock()
-	left := need
-	if same && !since.IsZero() {
-		left = need - s.seenAt.Sub(since)
-	}
-	if byS3, ok := s.untilExpiredByS3(need); ok && byS3 < left && lm.clockTrusted() {
-		left = byS3
-	}
-	return left
-}
-
-// untilExpiredByS3 is the S3-clock rule of untilExpired: how long, by the
-// Date of the answer in s, until the hold's lease started need + 1 s
-// before. ok is false when s lacks either time.
-func (s *snapshot) untilExpiredByS3(need time.Duration) (left time.Duration, ok bool) {
-	start := s.leaseStart()
-	if s.serverDate.IsZero() || start.IsZero() {
-		return 0, false
-	}
-	// Only a positive age counts: Sub saturates at ±292 years, and
-	// subtracting a saturated negative age would overflow.
-	age := max(s.serverDate.Sub(start), 0)
-	return need + time.Second - age, true
-}
-
-// leaseStart is when, by S3's clock, the holder made the write its lease
-// counts from: the object's Last-Modified, or, when a waiter's
-// reservation rewrote the record since, the Last-Modified that waiter
-// copied into it (never later than the object's own).
-func (s *snapshot) leaseStart() time.Time {
-	if s.rec != nil && !s.rec.LeaseStart.IsZero() && s.rec.LeaseStart.Before(s.lastModified) {
-		return s.rec.LeaseStart
-	}
-	return s.lastModified
-}
-
-// expiresAt is the earliest time, by S3's clock, at which a hold seen in s
-// with the given TTL can end (zero when S3 gave no Last-Modified).
-func (s *snapshot) expiresAt(ttl time.Duration) time.Time {
-	if start := s.leaseStart(); !start.IsZero() {
-		return start.Add(ttl)
-	}
-	return time.Time{}
-}
-
-// holdTTL is the TTL a hold seen in s is judged by: the record's own, or
-// for an object that is not a record this version accepts, the longer of
-// own and the TTL it carries (see docs/record-format.md).
-func (s *snapshot) holdTTL(own time.Duration) time.Duration {
-	if s.rec != nil {
-		return s.rec.ttl()
-	}
-	return max(own, s.salvaged.ttl)
-}
-
-// generation is the generation of the record in s, or what could be read
-// of it from an invalid object (0 when none).
-func (s *snapshot) generation() uint64 {
-	if s.rec != nil {
-		return s.rec.Generation
-	}
-	return s.salvaged.generation
-}
 
 // countAttempts returns an option that counts the HTTP attempts the SDK
 // makes for one call (its retries included).

@@ -4,58 +4,68 @@
 package s3lock
 
 import (
+	"sync"
 	"time"
 )
 
 // minPoll is the shortest pause between two polls.
 const minPoll = time.Millisecond
 
-// pacing is what a Mutex remembers between Lock calls to pace its polls.
-// It is protected by leaseManager.mu.
-type pacing struct {
+// pacer is what a Mutex learns, across Lock calls, to pace its polls:
+// the round trip of its requests, the period between grants it observes,
+// and the length of its own holds.
+type pacer struct {
+	mu     sync.Mutex    // protects the fields below
 	rtt    time.Duration // EWMA of the duration of our GETs
 	period time.Duration // EWMA of the observed time between grants (0: unknown)
 	hold   time.Duration // EWMA of this Mutex's own holds (0: none yet)
-	streak int           // consecutive warm re-acquires
-	cool   int           // Locks left that read first (see coolDown)
+}
+
+// ewma moves avg a quarter of the way to sample (to sample if avg is 0).
+func ewma(avg, sample time.Duration) time.Duration {
+	if avg == 0 {
+		return sample
+	}
+	return avg + (sample-avg)/4
 }
 
 // noteHold feeds the estimate of a hold's length with one of our own,
 // from the acquiring write to the release.
-func (lm *leaseManager) noteHold(d time.Duration) {
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
-	if lm.pace.hold == 0 {
-		lm.pace.hold = d
-	} else {
-		lm.pace.hold += (d - lm.pace.hold) / 4
-	}
+func (p *pacer) noteHold(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold = ewma(p.hold, d)
 }
 
 // noteRTT feeds the round-trip time with the duration of one request.
-func (lm *leaseManager) noteRTT(d time.Duration) {
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
-	lm.pace.noteRTT(d)
+func (p *pacer) noteRTT(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rtt = ewma(p.rtt, d)
 }
 
-func (p *pacing) noteRTT(d time.Duration) {
-	switch {
-	case d <= 0:
-	case p.rtt == 0:
-		p.rtt = d
-	default:
-		p.rtt += (d - p.rtt) / 4
-	}
+// notePeriod feeds the grant period with one sample.
+func (p *pacer) notePeriod(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.period = ewma(p.period, d)
+}
+
+// estimates returns the round trip, the grant period and our hold (each 0
+// while unknown).
+func (p *pacer) estimates() (rtt, period, hold time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rtt, p.period, p.hold
 }
 
 // observe feeds the round-trip time and the grant period, and estimates
 // when the hold in s began.
 func (w *waiter) observe(s *snapshot, gen uint64) {
-	lm := w.lm
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
-	lm.pace.noteRTT(s.rtt)
+	w.lm.pace.noteRTT(s.rtt)
 	if s.seenAt.IsZero() {
 		return
 	}
@@ -63,12 +73,7 @@ func (w *waiter) observe(s *snapshot, gen uint64) {
 		// The generation changed between the last poll and this one.
 		at := w.lastAt.Add(s.seenAt.Sub(w.lastAt) / 2)
 		if !w.changeAt.IsZero() && gen > w.changeGen {
-			sample := at.Sub(w.changeAt) / time.Duration(gen-w.changeGen)
-			if lm.pace.period == 0 {
-				lm.pace.period = sample
-			} else {
-				lm.pace.period += (sample - lm.pace.period) / 4
-			}
+			w.lm.pace.notePeriod(at.Sub(w.changeAt) / time.Duration(gen-w.changeGen))
 		}
 		w.changeGen, w.changeAt = gen, at
 		w.holdSince = w.lastAt
@@ -80,9 +85,7 @@ func (w *waiter) observe(s *snapshot, gen uint64) {
 
 // fast is the pause between polls of the waiter next in line.
 func (w *waiter) fast() time.Duration {
-	w.lm.mu.Lock()
-	rtt := w.lm.pace.rtt
-	w.lm.mu.Unlock()
+	rtt, _, _ := w.lm.pace.estimates()
 	f := w.interval / 4
 	if rtt > 0 {
 		f = min(f, rtt/2)
@@ -94,9 +97,7 @@ func (w *waiter) fast() time.Duration {
 // fast poll of theirs plus a GET and a PUT, and a round trip's worth of
 // slack for the time clients take between requests.
 func (w *waiter) unit() time.Duration {
-	w.lm.mu.Lock()
-	rtt := w.lm.pace.rtt
-	w.lm.mu.Unlock()
+	rtt, _, _ := w.lm.pace.estimates()
 	if rtt == 0 {
 		rtt = w.interval / 4
 	}
@@ -127,9 +128,7 @@ func (w *waiter) pollIn(interval time.Duration) time.Duration {
 		return min(interval, w.soon())
 	case w.rank < 1<<20:
 		// Further back: look again about when second in line.
-		w.lm.mu.Lock()
-		period := w.lm.pace.period
-		w.lm.mu.Unlock()
+		_, period, _ := w.lm.pace.estimates()
 		if period > 0 {
 			return min(interval, max(w.soon(), time.Duration(w.rank-1)*period))
 		}
@@ -140,9 +139,7 @@ func (w *waiter) pollIn(interval time.Duration) time.Duration {
 // soon is the pace of a waiter one grant from its turn: about twice per
 // grant period (when known), so it sees every grant.
 func (w *waiter) soon() time.Duration {
-	w.lm.mu.Lock()
-	period := w.lm.pace.period
-	w.lm.mu.Unlock()
+	_, period, _ := w.lm.pace.estimates()
 	if period <= 0 {
 		return w.interval
 	}
@@ -156,9 +153,7 @@ func (w *waiter) soon() time.Duration {
 // doubles the pause after each fast poll of a hold.
 func (w *waiter) nearEnd() time.Duration {
 	fast := w.fast()
-	w.lm.mu.Lock()
-	period, rtt, hold := w.lm.pace.period, w.lm.pace.rtt, w.lm.pace.hold
-	w.lm.mu.Unlock()
+	rtt, period, hold := w.lm.pace.estimates()
 	if period > 0 {
 		// The hold ends a hand-off before the next grant.
 		period -= 2 * rtt

@@ -62,7 +62,7 @@ func (l *lease) release(ctx context.Context) (*snapshot, error) {
 		rec.WrittenAt = l.lm.clock.Now()
 		var attempts atomic.Int32
 		if attempt == 0 {
-			l.lm.noteHold(time.Since(l.began))
+			l.lm.pace.noteHold(time.Since(l.began))
 		}
 		newETag, f, err := l.lm.put(ctx, &rec, condition{etag: etag}, countAttempts(&attempts))
 		sent = append(sent, rec.Nonce)
@@ -133,7 +133,7 @@ func (l *lease) orphan() {
 		os = append(os, orphan{nonce: p.nonce, cond: condition{etag: p.etag}})
 	}
 	l.mu.Unlock()
-	l.lm.addOrphans(os...)
+	l.lm.orphans.add(os...)
 }
 
 // landed reports whether s, read back after a release attempt whose

@@ -115,14 +115,14 @@ func TestReservedFreeRecord(t *testing.T) {
 }
 
 func TestTakeFreeAndReservations(t *testing.T) {
-	lm := &leaseManager{ttl: time.Minute}
+	lm := &lockObject{ttl: time.Minute}
 	own := reserved(freeSnap("mine", 3, 0, time.Time{}), "waiter", 1)
-	lm.free = own
-	if s := lm.takeFree(nil); s != own {
+	lm.warm.set(own)
+	if s := lm.warm.takeFree(nil); s != own {
 		t.Errorf("takeFree(TryLock) over a reserved free record = %v; want the warm snapshot (TryLock ignores reservations)", s)
 	}
-	lm.free = own
-	s := lm.takeFree(lm.newWaiter(time.Second))
+	lm.warm.set(own)
+	s := lm.warm.takeFree(lm.newWaiter(time.Second))
 	if s == nil || s == own || s.rec.Next != "waiter" {
 		t.Errorf("takeFree(Lock) over a reserved free record = %+v; want a copy to poll, not the warm path", s)
 	}
@@ -145,7 +145,7 @@ func TestRenewalOutlastsSeveralReservations(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := m.hold
-	waiter := &leaseManager{client: srv.Client(), bucket: srv.Bucket(), key: key, ttl: time.Second, margin: time.Second, clock: systemClock{}, log: m.lm.log}
+	waiter := &lockObject{client: srv.Client(), bucket: srv.Bucket(), key: key, ttl: time.Second, margin: time.Second, clock: systemClock{}, log: m.lm.log}
 	n := 0
 	sc.onPut = func(ctx context.Context, in *s3.PutObjectInput, body []byte) (bool, *s3.PutObjectOutput, error) {
 		if aws.ToString(in.IfMatch) == "" || n >= 2 {

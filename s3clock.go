@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -52,11 +53,11 @@ const clockRecheck = time.Minute
 // store; a Date that is really ahead disagrees every time.
 const clockCheckTries = 3
 
-// clockTrust is what a lease manager knows of S3's clock. It is protected
-// by leaseManager.mu.
+// clockTrust is what a lock object knows of S3's clock.
 type clockTrust struct {
-	trustedAt time.Time // monotonic: last agreement (zero: none)
-	checkedAt time.Time // monotonic: last check that did not establish trust
+	mu        sync.Mutex // protects the fields below
+	trustedAt time.Time  // monotonic: last agreement (zero: none)
+	checkedAt time.Time  // monotonic: last check that did not establish trust
 	skew      time.Duration
 	// The ETag our last write left and the Date of its answer, so that a
 	// read showing that version is evidence about the clock.
@@ -71,18 +72,18 @@ func clockAgrees(date, lastModified time.Time, margin time.Duration) bool {
 }
 
 // clockTrusted reports whether the S3-clock rule may be used.
-func (lm *leaseManager) clockTrusted() bool {
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
+func (lm *lockObject) clockTrusted() bool {
+	lm.s3clock.mu.Lock()
+	defer lm.s3clock.mu.Unlock()
 	return !lm.s3clock.trustedAt.IsZero() && time.Since(lm.s3clock.trustedAt) < clockTrustFor
 }
 
 // noteClock records one comparison of a write's answer Date with its
 // Last-Modified. A disagreement withdraws trust at once.
-func (lm *leaseManager) noteClock(date, lastModified time.Time) bool {
+func (lm *lockObject) noteClock(date, lastModified time.Time) bool {
 	ok := clockAgrees(date, lastModified, lm.margin)
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
+	lm.s3clock.mu.Lock()
+	defer lm.s3clock.mu.Unlock()
 	lm.s3clock.skew = date.Sub(lastModified)
 	if ok {
 		lm.s3clock.trustedAt = time.Now()
@@ -98,18 +99,18 @@ func (lm *leaseManager) noteClock(date, lastModified time.Time) bool {
 }
 
 // noteWrite remembers the ETag a write of ours left and its answer's Date.
-func (lm *leaseManager) noteWrite(etag string, date time.Time) {
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
+func (lm *lockObject) noteWrite(etag string, date time.Time) {
+	lm.s3clock.mu.Lock()
+	defer lm.s3clock.mu.Unlock()
 	lm.s3clock.writeETag, lm.s3clock.writeDate = etag, date
 }
 
 // checkOwnWrite compares the Date of our last write's answer with the
 // Last-Modified of s, when s is the version that write left.
-func (lm *leaseManager) checkOwnWrite(s *snapshot) {
-	lm.mu.Lock()
+func (lm *lockObject) checkOwnWrite(s *snapshot) {
+	lm.s3clock.mu.Lock()
 	etag, date := lm.s3clock.writeETag, lm.s3clock.writeDate
-	lm.mu.Unlock()
+	lm.s3clock.mu.Unlock()
 	if etag == "" || s.etag != etag || date.IsZero() || s.lastModified.IsZero() {
 		return
 	}
@@ -119,8 +120,8 @@ func (lm *leaseManager) checkOwnWrite(s *snapshot) {
 // wantsClockCheck reports whether checking S3's clock could change the
 // verdict on s: S3's clock would call the hold expired now, the monotonic
 // rule does not, the clock is not trusted, and no check failed lately.
-func (lm *leaseManager) wantsClockCheck(s *snapshot) bool {
-	if !s.exists || (s.rec != nil && (!s.rec.held() || lm.isOrphan(s.rec.Nonce))) {
+func (lm *lockObject) wantsClockCheck(s *snapshot) bool {
+	if !s.exists || (s.rec != nil && (!s.rec.held() || lm.orphans.has(s.rec.Nonce))) {
 		return false
 	}
 	ttl := s.holdTTL(lm.ttl)
@@ -128,15 +129,15 @@ func (lm *leaseManager) wantsClockCheck(s *snapshot) bool {
 	if !ok || byS3 > 0 || lm.untilExpired(s, ttl) <= 0 {
 		return false
 	}
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
+	lm.s3clock.mu.Lock()
+	defer lm.s3clock.mu.Unlock()
 	return lm.s3clock.checkedAt.IsZero() || time.Since(lm.s3clock.checkedAt) >= clockRecheck
 }
 
 // checkClock writes the scratch object and reads it back, up to
 // clockCheckTries times, until Date and Last-Modified agree. It returns
 // whether they did; a failed request counts as no.
-func (lm *leaseManager) checkClock(ctx context.Context) bool {
+func (lm *lockObject) checkClock(ctx context.Context) bool {
 	key := lm.key + clockCheckSuffix
 	if validateKey(key) != nil {
 		lm.noteClockFailure(fmt.Errorf("scratch key %q too long", key))
@@ -160,16 +161,16 @@ func (lm *leaseManager) checkClock(ctx context.Context) bool {
 	return false
 }
 
-func (lm *leaseManager) clockSkew() time.Duration {
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
+func (lm *lockObject) clockSkew() time.Duration {
+	lm.s3clock.mu.Lock()
+	defer lm.s3clock.mu.Unlock()
 	return lm.s3clock.skew
 }
 
-func (lm *leaseManager) noteClockFailure(err error) {
-	lm.mu.Lock()
+func (lm *lockObject) noteClockFailure(err error) {
+	lm.s3clock.mu.Lock()
 	lm.s3clock.checkedAt = time.Now()
-	lm.mu.Unlock()
+	lm.s3clock.mu.Unlock()
 	lm.log.Info("s3lock: could not check S3's clock; judging expiry by this process's clock alone", "key", lm.key, "error", err)
 }
 

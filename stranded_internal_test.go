@@ -49,9 +49,7 @@ func TestFailedRenewalsKeepMemoryBounded(t *testing.T) {
 	if err := m.Unlock(ctx); err == nil {
 		t.Fatal("Unlock() while partitioned = nil; want an error")
 	}
-	m.lm.mu.Lock()
-	n := len(m.lm.orphans)
-	m.lm.mu.Unlock()
+	n := len(m.lm.orphans.snapshot())
 	// The record in S3, and the renewal over it whose fate is unknown.
 	if n > 2 {
 		t.Errorf("after %d failed renewals and a failed release the Mutex remembers %d unresolved writes; want at most 2", failed, n)
@@ -117,7 +115,7 @@ func TestTakeBackDoesNotReuseRenewalNonce(t *testing.T) {
 	}
 	sc.mu.Unlock()
 	t.Logf("unlock: %v", m.Unlock(ctx))
-	t.Logf("orphans: %+v", m.lm.orphans)
+	t.Logf("orphans: %+v", m.lm.orphans.snapshot())
 
 	// 3. S3 back. The take-back claim is written with the renewal's nonce;
 	// the delayed renewal reaches S3 just before it.

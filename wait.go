@@ -3,6 +3,7 @@ package s3lock
 import (
 	"context"
 	"math/rand/v2"
+	"sync"
 	"time"
 )
 
@@ -122,7 +123,7 @@ const maxQueue = 64
 // waiter is the state of one Lock call while it waits: its place in the
 // queue and what its next poll should be.
 type waiter struct {
-	lm       *leaseManager
+	lm       *lockObject
 	id       string        // what this waiter writes as Next
 	interval time.Duration // the current retry interval
 
@@ -166,8 +167,33 @@ type waiter struct {
 	settle  time.Duration
 }
 
-func (lm *leaseManager) newWaiter(interval time.Duration) *waiter {
+func (lm *lockObject) newWaiter(interval time.Duration) *waiter {
 	return &waiter{lm: lm, id: newNonce()[:16], interval: interval, rank: 1 << 30}
+}
+
+// warmPath is what a Mutex keeps between a release and its next acquire:
+// the free record its release wrote, which the next acquire may write over
+// at once, and how often it has done so lately.
+type warmPath struct {
+	mu   sync.Mutex // protects the fields below
+	free *snapshot  // the free record of our last release (nil: none)
+	// streak counts consecutive warm re-acquires; cool is how many Locks
+	// are left that read first (see coolDown).
+	streak, cool int
+}
+
+// set remembers the free record a release of ours wrote.
+func (wp *warmPath) set(s *snapshot) {
+	wp.mu.Lock()
+	defer wp.mu.Unlock()
+	wp.free = s
+}
+
+// coolDown starts the cool-down after a wait that met contention.
+func (wp *warmPath) coolDown() {
+	wp.mu.Lock()
+	defer wp.mu.Unlock()
+	wp.cool = coolDown
 }
 
 // takeFree returns the snapshot acquire should start from (nil: read the
@@ -178,26 +204,26 @@ func (lm *leaseManager) newWaiter(interval time.Duration) *waiter {
 // (coolDown), in which case it reads first. After a contended or reserved
 // hold, Lock takes the free record as its first poll (so it queues behind
 // the waiters without a request) and TryLock reads first.
-func (lm *leaseManager) takeFree(w *waiter) *snapshot {
-	lm.mu.Lock()
-	defer lm.mu.Unlock()
-	s := lm.free
-	lm.free = nil
+func (wp *warmPath) takeFree(w *waiter) *snapshot {
+	wp.mu.Lock()
+	defer wp.mu.Unlock()
+	s := wp.free
+	wp.free = nil
 	switch {
 	case s == nil:
-		lm.pace.streak = 0
+		wp.streak = 0
 		return nil
-	case s.rec != nil && s.rec.Waited == 0 && (w == nil || s.rec.Next == "" && lm.pace.streak < warmStreakLimit && lm.pace.cool == 0):
-		lm.pace.streak++
+	case s.rec != nil && s.rec.Waited == 0 && (w == nil || s.rec.Next == "" && wp.streak < warmStreakLimit && wp.cool == 0):
+		wp.streak++
 		return s
 	case s.rec != nil && s.rec.Waited == 0 && s.rec.Next == "":
 		// Read first this time: a waiter that polled while the lock was
 		// free writes before our GET and PUT are through.
-		lm.pace.streak = 0
-		lm.pace.cool = max(lm.pace.cool-1, 0)
+		wp.streak = 0
+		wp.cool = max(wp.cool-1, 0)
 		return nil
 	}
-	lm.pace.streak = 0
+	wp.streak = 0
 	if w == nil {
 		return nil
 	}
@@ -208,51 +234,62 @@ func (lm *leaseManager) takeFree(w *waiter) *snapshot {
 	return &c
 }
 
-// decide looks at a poll's snapshot s (le is judge's verdict: nil when the
-// lock may be taken) and says whether to claim it now, and with what
-// Waited. When it says no, pollIn tells when to poll next, and w.reserve
-// whether to reserve the next turn in the held record first.
-func (w *waiter) decide(s *snapshot, le *LockedError) (claim bool, waited uint64) {
+// start begins a decision on a poll's snapshot s: it feeds the pacing and
+// clears what the last decision asked of the next poll.
+func (w *waiter) start(s *snapshot) uint64 {
 	gen := s.generation()
 	w.observe(s, gen)
 	w.deferred, w.reserve, w.reserved, w.settle = false, false, false, 0
-	if le != nil {
-		w.sawHeld = true
-		if s.rec == nil {
-			w.rank = 1 << 30
-			return false, 0
-		}
-		if !w.arrived || gen+1 < w.arrival {
-			w.arrival, w.arrived = gen, true
-		}
-		if s.etag != w.heldETag {
-			w.heldETag, w.fastPolls = s.etag, 0
-		}
-		age := w.age(gen)
-		w.rank = int64(s.rec.Waited) - int64(age)
-		if age+1 >= reserveAge(s.rec) {
-			// About to reserve: look at every grant from now on.
-			w.rank = min(w.rank, 1)
-		}
-		switch {
-		case s.rec.Next == w.id:
-			w.reserved, w.rank = true, 0
-		case s.rec.Next != "":
-			// Another waiter is next; an older one may take its place.
-			w.rank = max(w.rank, 1)
-			w.reserve = age > s.rec.NextWaited && age >= reserveAge(s.rec)
-		case age >= reserveAge(s.rec) && w.settled:
-			w.reserve, w.settled = true, false
-		case age >= reserveAge(s.rec):
-			// Waiters that arrived together become eligible together:
-			// look again after a random part of a few round trips, and
-			// reserve then only if nobody has, so that one PUT is sent
-			// rather than one per waiter.
-			w.settled = true
-			w.settle = time.Duration(rand.Int64N(int64(w.unit()) + 1))
-		}
-		return false, 0
+	return gen
+}
+
+// decideHeld looks at a poll that found the lock held (judge says it may
+// not be taken) and returns whether to reserve the next turn in the held
+// record now; pollIn then tells when to poll next.
+func (w *waiter) decideHeld(s *snapshot) (reserve bool) {
+	gen := w.start(s)
+	w.sawHeld = true
+	if s.rec == nil {
+		w.rank = 1 << 30
+		return false
 	}
+	if !w.arrived || gen+1 < w.arrival {
+		w.arrival, w.arrived = gen, true
+	}
+	if s.etag != w.heldETag {
+		w.heldETag, w.fastPolls = s.etag, 0
+	}
+	age := w.age(gen)
+	w.rank = int64(s.rec.Waited) - int64(age)
+	if age+1 >= reserveAge(s.rec) {
+		// About to reserve: look at every grant from now on.
+		w.rank = min(w.rank, 1)
+	}
+	switch {
+	case s.rec.Next == w.id:
+		w.reserved, w.rank = true, 0
+	case s.rec.Next != "":
+		// Another waiter is next; an older one may take its place.
+		w.rank = max(w.rank, 1)
+		w.reserve = age > s.rec.NextWaited && age >= reserveAge(s.rec)
+	case age >= reserveAge(s.rec) && w.settled:
+		w.reserve, w.settled = true, false
+	case age >= reserveAge(s.rec):
+		// Waiters that arrived together become eligible together:
+		// look again after a random part of a few round trips, and
+		// reserve then only if nobody has, so that one PUT is sent
+		// rather than one per waiter.
+		w.settled = true
+		w.settle = time.Duration(rand.Int64N(int64(w.unit()) + 1))
+	}
+	return w.reserve
+}
+
+// decideFree looks at a poll that found the lock claimable and says
+// whether to claim it now, and with what Waited. When it says no (an
+// older waiter's turn), pollIn tells when to poll next.
+func (w *waiter) decideFree(s *snapshot) (claim bool, waited uint64) {
+	gen := w.start(s)
 	if w.force || !s.exists || s.rec == nil || s.rec.held() {
 		// Absent, invalid and expired, expired, or an orphan of ours.
 		return true, w.waited(s)
@@ -263,14 +300,15 @@ func (w *waiter) decide(s *snapshot, le *LockedError) (claim bool, waited uint64
 	if s.etag != w.freeETag {
 		w.freeETag, w.freeSince = s.etag, s.seenAt
 	}
+	s3age := w.lm.trustedAge(s)
 	switch {
 	case s.rec.Next == w.id:
 		return true, w.waited(s)
 	case s.rec.Next != "":
 		// Reserved for another waiter: leave it alone for reservationTTL.
 		left := reservationTTL - s.seenAt.Sub(w.freeSince)
-		if age := s.age(); age > 0 {
-			left = min(left, reservationTTL-age)
+		if s3age > 0 {
+			left = min(left, reservationTTL-s3age)
 		}
 		if left <= 0 {
 			return true, w.waited(s)
@@ -280,7 +318,7 @@ func (w *waiter) decide(s *snapshot, le *LockedError) (claim bool, waited uint64
 		return false, 0
 	}
 	age := w.age(gen)
-	if age >= s.rec.Waited || w.stale(s) {
+	if age >= s.rec.Waited || s3age >= staleFree {
 		return true, w.waited(s)
 	}
 	total := time.Duration(min(s.rec.Waited-age, maxDeferRank)) * w.unit()
@@ -311,9 +349,7 @@ func (w *waiter) age(gen uint64) uint64 {
 // contention.
 func (w *waiter) waited(s *snapshot) uint64 {
 	if w.sawHeld || w.yielded {
-		w.lm.mu.Lock()
-		w.lm.pace.cool = coolDown
-		w.lm.mu.Unlock()
+		w.lm.warm.coolDown()
 	}
 	var gen uint64
 	if s.rec != nil {
@@ -329,14 +365,11 @@ func (w *waiter) waited(s *snapshot) uint64 {
 	return n
 }
 
-// stale reports a free record old enough by S3's clock that its Waited
-// no longer describes anyone.
-func (w *waiter) stale(s *snapshot) bool { return s.age() >= staleFree }
-
-// age is how old the object in s is by S3's clock (Date − Last-Modified,
-// whole seconds; 0 when unknown or negative).
-func (s *snapshot) age() time.Duration {
-	if s.serverDate.IsZero() || s.lastModified.IsZero() {
+// trustedAge is how old the object in s is by S3's clock (Date −
+// Last-Modified, whole seconds), when that clock is trusted (see
+// s3clock.go); 0 when it is not, or unknown, or negative.
+func (lm *lockObject) trustedAge(s *snapshot) time.Duration {
+	if s.serverDate.IsZero() || s.lastModified.IsZero() || !lm.clockTrusted() {
 		return 0
 	}
 	return max(s.serverDate.Sub(s.lastModified), 0)
@@ -346,7 +379,7 @@ func (s *snapshot) age() time.Duration {
 // s: the same record with Next and NextWaited set, under If-Match, so it
 // lands only over the version w judged. Its outcome needs no resolving:
 // the next poll shows whether the record names w.
-func (lm *leaseManager) reserve(ctx context.Context, s *snapshot, w *waiter) {
+func (lm *lockObject) reserve(ctx context.Context, s *snapshot, w *waiter) {
 	rec := *s.rec
 	rec.Next, rec.NextWaited = w.id, w.age(rec.Generation)
 	// The rewrite moves Last-Modified, not the holder's lease: record when
@@ -367,7 +400,7 @@ const withdrawTimeout = time.Second
 // waiter that has gone, keeping it from everyone for reservationTTL. One
 // GET, and one conditional PUT of the same record without Next when it
 // still names w. Best effort: a failure leaves the reservation to expire.
-func (lm *leaseManager) withdraw(ctx context.Context, w *waiter) {
+func (lm *lockObject) withdraw(ctx context.Context, w *waiter) {
 	if !w.reserved {
 		return
 	}

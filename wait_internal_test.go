@@ -5,11 +5,13 @@ import (
 	"time"
 )
 
-// queueFixture is a leaseManager whose pacing knows the round trip, so a
-// waiter's unit of deferral is fixed: fast = min(interval/4, rtt/2).
-func queueFixture(rtt, interval time.Duration) (*leaseManager, *waiter) {
-	lm := &leaseManager{ttl: time.Minute}
+// queueFixture is a lock object whose pacing knows the round trip, so a
+// waiter's unit of deferral is fixed: fast = min(interval/4, rtt/2). It
+// trusts S3's clock (as after a clock check).
+func queueFixture(rtt, interval time.Duration) (*lockObject, *waiter) {
+	lm := &lockObject{ttl: time.Minute, margin: DefaultExpiryMargin}
 	lm.pace.rtt = rtt
+	lm.s3clock.trustedAt = time.Now()
 	return lm, lm.newWaiter(interval)
 }
 
@@ -88,6 +90,12 @@ func TestWaiterClaimsAbsentStaleAndExpired(t *testing.T) {
 	if claim, _ := w.decide(stale, nil); !claim {
 		t.Error("decide(free record 10s old, waited 7) = no claim; want claim (its Waited is stale)")
 	}
+	// By a clock nobody checked, the record's age says nothing.
+	lm, w := queueFixture(10*time.Millisecond, 20*time.Millisecond)
+	lm.s3clock.trustedAt = time.Time{}
+	if claim, _ := w.decide(stale, nil); claim {
+		t.Error("decide(free record 10s old by an unchecked Date, waited 7) = claim; want deferral")
+	}
 	// judge found a held record expired (le == nil): never deferred.
 	_, w = queueFixture(10*time.Millisecond, 20*time.Millisecond)
 	if claim, _ := w.decide(heldSnap("dead", 4, 7, now), nil); !claim {
@@ -132,33 +140,33 @@ func TestWaiterPollPace(t *testing.T) {
 }
 
 func TestTakeFreeWarmStreak(t *testing.T) {
-	lm := &leaseManager{ttl: time.Minute}
+	lm := &lockObject{ttl: time.Minute}
 	own := freeSnap("mine", 3, 0, time.Time{})
 	for i := range warmStreakLimit {
-		lm.free = own
+		lm.warm.set(own)
 		w := lm.newWaiter(time.Second)
-		if s := lm.takeFree(w); s != own {
+		if s := lm.warm.takeFree(w); s != own {
 			t.Fatalf("takeFree #%d = %v; want the warm snapshot", i, s)
 		}
 	}
-	lm.free = own
+	lm.warm.set(own)
 	w := lm.newWaiter(time.Second)
-	if s := lm.takeFree(w); s != nil {
+	if s := lm.warm.takeFree(w); s != nil {
 		t.Errorf("takeFree after %d warm re-acquires = %v; want nil (read first)", warmStreakLimit, s)
 	}
 	// TryLock never reads first while the hold was uncontended.
-	lm.free = own
-	if s := lm.takeFree(nil); s != own {
+	lm.warm.set(own)
+	if s := lm.warm.takeFree(nil); s != own {
 		t.Errorf("takeFree(TryLock) = %v; want the warm snapshot", s)
 	}
 	// After a contended hold: TryLock reads first, Lock starts from it.
 	contended := freeSnap("mine2", 4, 2, time.Time{})
-	lm.free = contended
-	if s := lm.takeFree(nil); s != nil {
+	lm.warm.set(contended)
+	if s := lm.warm.takeFree(nil); s != nil {
 		t.Errorf("takeFree(TryLock) after a contended hold = %v; want nil (read first)", s)
 	}
-	lm.free = contended
-	s := lm.takeFree(lm.newWaiter(time.Second))
+	lm.warm.set(contended)
+	s := lm.warm.takeFree(lm.newWaiter(time.Second))
 	if s == nil || s.etag != "mine2" || s.seenAt.IsZero() {
 		t.Errorf("takeFree(Lock) after a contended hold = %+v; want the free record, stamped", s)
 	}
@@ -188,13 +196,13 @@ func TestCoolDownAfterContention(t *testing.T) {
 	}
 	own := freeSnap("mine", 2, 0, time.Time{})
 	for i := range coolDown {
-		lm.free = own
-		if s := lm.takeFree(lm.newWaiter(time.Second)); s != nil {
+		lm.warm.set(own)
+		if s := lm.warm.takeFree(lm.newWaiter(time.Second)); s != nil {
 			t.Fatalf("Lock #%d after contention: takeFree = %v; want nil (read first)", i, s)
 		}
 	}
-	lm.free = own
-	if s := lm.takeFree(lm.newWaiter(time.Second)); s != own {
+	lm.warm.set(own)
+	if s := lm.warm.takeFree(lm.newWaiter(time.Second)); s != own {
 		t.Errorf("Lock after the cool-down: takeFree = %v; want the warm snapshot", s)
 	}
 }

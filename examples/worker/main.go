@@ -61,6 +61,7 @@ func run(ctx context.Context, bucket, key, endpoint string, ttl, work, wait time
 		s3lock.WithTTL(ttl),
 		s3lock.WithAutoRenew(ttl/3), // the job may run longer than one TTL
 		s3lock.WithBackoff(exponential()),
+		s3lock.WithRetryInterval(5*time.Second), // the retry interval caps the backoff's pauses
 		s3lock.WithLogger(logger))
 	if err != nil {
 		return err
