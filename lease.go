@@ -149,7 +149,9 @@ func (l *lease) renewLoop(interval time.Duration) {
 		rctx, cancel := context.WithDeadline(l.stopCtx, deadline)
 		err := l.renew(rctx)
 		cancel()
-		if errors.Is(err, ErrLeaseLost) {
+		if errors.Is(err, ErrLeaseLost) || l.stopCtx.Err() != nil {
+			// Lost, or stopped by Unlock while the renewal was in flight
+			// (its failure then says nothing about S3).
 			return
 		}
 		wait := interval

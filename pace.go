@@ -62,10 +62,35 @@ func (p *pacer) estimates() (rtt, period, hold time.Duration) {
 	return p.rtt, p.period, p.hold
 }
 
+// pollPlan is when one waiter polls next: what its polls have shown of
+// the grants, and what its last decision asks of the next poll.
+type pollPlan struct {
+	pace     *pacer        // what the Mutex has learnt across Lock calls
+	interval time.Duration // the current retry interval
+
+	lastGen uint64    // generation of the last poll, for the grant period
+	lastAt  time.Time // when that poll answered (zero: none yet)
+	// The last change of generation seen, for the grant period: its
+	// generation and when it happened (estimated between two polls).
+	changeGen uint64
+	changeAt  time.Time
+	// holdSince is the earliest the hold the last poll found can have
+	// begun (zero: unknown).
+	holdSince time.Time
+	fastPolls int // fast polls of the held record the last poll found
+
+	// What the last decision asks of the next poll.
+	deferred  bool          // leaving a free lock to older waiters
+	deferLeft time.Duration // how much longer to leave it
+	rank      int64         // polls of a held lock: grants ahead of us (<= 0: next)
+	reserved  bool          // the held record names this waiter as Next
+	settle    time.Duration // wait this long before reserving (0: no)
+}
+
 // observe feeds the round-trip time and the grant period, and estimates
 // when the hold in s began.
-func (w *waiter) observe(s *snapshot, gen uint64) {
-	w.lm.pace.noteRTT(s.rtt)
+func (w *pollPlan) observe(s *snapshot, gen uint64) {
+	w.pace.noteRTT(s.rtt)
 	if s.seenAt.IsZero() {
 		return
 	}
@@ -73,7 +98,7 @@ func (w *waiter) observe(s *snapshot, gen uint64) {
 		// The generation changed between the last poll and this one.
 		at := w.lastAt.Add(s.seenAt.Sub(w.lastAt) / 2)
 		if !w.changeAt.IsZero() && gen > w.changeGen {
-			w.lm.pace.notePeriod(at.Sub(w.changeAt) / time.Duration(gen-w.changeGen))
+			w.pace.notePeriod(at.Sub(w.changeAt) / time.Duration(gen-w.changeGen))
 		}
 		w.changeGen, w.changeAt = gen, at
 		w.holdSince = w.lastAt
@@ -84,8 +109,8 @@ func (w *waiter) observe(s *snapshot, gen uint64) {
 }
 
 // fast is the pause between polls of the waiter next in line.
-func (w *waiter) fast() time.Duration {
-	rtt, _, _ := w.lm.pace.estimates()
+func (w *pollPlan) fast() time.Duration {
+	rtt, _, _ := w.pace.estimates()
 	f := w.interval / 4
 	if rtt > 0 {
 		f = min(f, rtt/2)
@@ -96,8 +121,8 @@ func (w *waiter) fast() time.Duration {
 // unit is how long a waiter leaves a free lock to each older waiter: one
 // fast poll of theirs plus a GET and a PUT, and a round trip's worth of
 // slack for the time clients take between requests.
-func (w *waiter) unit() time.Duration {
-	rtt, _, _ := w.lm.pace.estimates()
+func (w *pollPlan) unit() time.Duration {
+	rtt, _, _ := w.pace.estimates()
 	if rtt == 0 {
 		rtt = w.interval / 4
 	}
@@ -106,7 +131,7 @@ func (w *waiter) unit() time.Duration {
 
 // pollIn returns how long to wait before the next poll, given the retry
 // interval the backoff asks for. It is never more than interval.
-func (w *waiter) pollIn(interval time.Duration) time.Duration {
+func (w *pollPlan) pollIn(interval time.Duration) time.Duration {
 	w.interval = interval
 	switch {
 	case w.deferred:
@@ -128,7 +153,7 @@ func (w *waiter) pollIn(interval time.Duration) time.Duration {
 		return min(interval, w.soon())
 	case w.rank < 1<<20:
 		// Further back: look again about when second in line.
-		_, period, _ := w.lm.pace.estimates()
+		_, period, _ := w.pace.estimates()
 		if period > 0 {
 			return min(interval, max(w.soon(), time.Duration(w.rank-1)*period))
 		}
@@ -138,8 +163,8 @@ func (w *waiter) pollIn(interval time.Duration) time.Duration {
 
 // soon is the pace of a waiter one grant from its turn: about twice per
 // grant period (when known), so it sees every grant.
-func (w *waiter) soon() time.Duration {
-	_, period, _ := w.lm.pace.estimates()
+func (w *pollPlan) soon() time.Duration {
+	_, period, _ := w.pace.estimates()
 	if period <= 0 {
 		return w.interval
 	}
@@ -151,9 +176,9 @@ func (w *waiter) soon() time.Duration {
 // grant period, less the hand-off's requests), polls fast around it, and
 // backs off by half the overdue time after it. Without an estimate it
 // doubles the pause after each fast poll of a hold.
-func (w *waiter) nearEnd() time.Duration {
+func (w *pollPlan) nearEnd() time.Duration {
 	fast := w.fast()
-	rtt, period, hold := w.lm.pace.estimates()
+	rtt, period, hold := w.pace.estimates()
 	if period > 0 {
 		// The hold ends a hand-off before the next grant.
 		period -= 2 * rtt

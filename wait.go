@@ -123,9 +123,11 @@ const maxQueue = 64
 // waiter is the state of one Lock call while it waits: its place in the
 // queue and what its next poll should be.
 type waiter struct {
-	lm       *lockObject
-	id       string        // what this waiter writes as Next
-	interval time.Duration // the current retry interval
+	lm *lockObject
+	id string // what this waiter writes as Next
+	// pollPlan is when to poll next (pace.go): what the polls have shown of
+	// the grants, and what the last decision asks of the next poll.
+	pollPlan
 
 	arrived bool   // arrival is known
 	arrival uint64 // generation of the first grant this waiter waits out
@@ -137,38 +139,19 @@ type waiter struct {
 	freeETag  string
 	freeSince time.Time
 
-	// The held record the last poll found, and how many fast polls it has
-	// had.
-	heldETag  string
-	fastPolls int
-
-	lastGen uint64    // generation of the last poll, for the grant period
-	lastAt  time.Time // when that poll answered (zero: none yet)
-
-	// The last change of generation seen, for the grant period: its
-	// generation and when it happened (estimated between two polls).
-	changeGen uint64
-	changeAt  time.Time
-	// holdSince is the earliest the hold the last poll found can have
-	// begun (zero: unknown).
-	holdSince time.Time
+	// The held record the last poll found.
+	heldETag string
 
 	force bool // claim any claimable lock (the backoff gave up waiting)
 
-	// What the last decision asks of the next poll.
-	deferred  bool          // leaving a free lock to older waiters
-	deferLeft time.Duration // how much longer to leave it
-	rank      int64         // polls of a held lock: grants ahead of us (<= 0: next)
-	reserved  bool          // the held record names this waiter as Next
-	reserve   bool          // reserve the next turn in the held record polled
+	reserve bool // reserve the next turn in the held record polled
 	// A waiter eligible to reserve first waits settle, then (settled)
 	// reserves if the held record it finds then names nobody.
 	settled bool
-	settle  time.Duration
 }
 
 func (lm *lockObject) newWaiter(interval time.Duration) *waiter {
-	return &waiter{lm: lm, id: newNonce()[:16], interval: interval, rank: 1 << 30}
+	return &waiter{lm: lm, id: newNonce()[:16], pollPlan: pollPlan{pace: &lm.pace, interval: interval, rank: 1 << 30}}
 }
 
 // warmPath is what a Mutex keeps between a release and its next acquire:
