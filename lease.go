@@ -23,6 +23,7 @@ type leaseManager struct {
 	margin      time.Duration
 	clock       Clock
 	log         *slog.Logger
+	hooks       *Hooks // nil when none (see hooks.go)
 	// resolveTimeout bounds the read that settles an ambiguous write when
 	// the caller's context has already ended.
 	resolveTimeout time.Duration
@@ -66,6 +67,7 @@ func newLeaseManager(client S3API, bucket, key string, o *options) (*leaseManage
 		margin:         o.expiryMargin,
 		clock:          o.clock,
 		log:            o.logger,
+		hooks:          mergeHooks(o.hooks),
 		resolveTimeout: o.releaseTimeout,
 	}, nil
 }
@@ -124,6 +126,8 @@ type lease struct {
 	stopCtx    context.Context    // with renewal: cancelled to stop the renewer
 	stopRenew  context.CancelFunc // with renewal: cancels stopCtx
 	renewerEnd chan struct{}      // with renewal: closed when the renewer has returned
+
+	lossReported bool // the loss was reported to Hooks.LeaseLost (under mu)
 }
 
 // start arms the deadline, and the renewer when interval > 0.
@@ -158,7 +162,7 @@ func (l *lease) halt() {
 func (l *lease) watchDeadline() {
 	left := time.Until(l.safeUntil())
 	if left <= 0 {
-		l.cancel(ErrLeaseLost)
+		l.lose(ErrLeaseLost)
 		return
 	}
 	l.mu.Lock()
@@ -203,7 +207,7 @@ func (l *lease) renewLoop(interval time.Duration) {
 		deadline := l.safeUntil()
 		if !time.Now().Before(deadline) {
 			l.lm.log.Warn("s3lock: lease expired before it could be renewed", "key", l.lm.key)
-			l.cancel(ErrLeaseLost)
+			l.lose(ErrLeaseLost)
 			return
 		}
 		if wait := time.Until(due); wait > 0 {
@@ -211,7 +215,7 @@ func (l *lease) renewLoop(interval time.Duration) {
 			continue
 		}
 		rctx, cancel := context.WithDeadline(l.stopCtx, deadline)
-		err := l.renew(rctx)
+		err := l.renewObserved(rctx)
 		cancel()
 		if errors.Is(err, ErrLeaseLost) {
 			return
@@ -334,7 +338,7 @@ func (l *lease) adopt(s *snapshot) error {
 		return nil
 	}
 	err := l.lostError(s)
-	l.cancel(err)
+	l.lose(err)
 	return err
 }
 

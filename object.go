@@ -64,6 +64,7 @@ func (lm *leaseManager) read(ctx context.Context) (*snapshot, error) {
 	sent := time.Now()
 	out, err := lm.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &lm.bucket, Key: &lm.key})
 	seenAt := time.Now()
+	lm.hooks.request(ctx, lm, http.MethodGet, sent, err)
 	if err != nil {
 		f, mapped := classify(err, lm.bucket)
 		if f == failNotFound {
@@ -136,7 +137,9 @@ func (lm *leaseManager) put(ctx context.Context, rec *record, cond condition, op
 	} else {
 		in.IfMatch = aws.String(cond.etag)
 	}
+	sent := lm.hooks.now()
 	out, err := lm.client.PutObject(ctx, in, optFns...)
+	lm.hooks.request(ctx, lm, http.MethodPut, sent, err)
 	if err != nil {
 		f, mapped := classify(err, lm.bucket)
 		lm.log.Debug("s3lock: write failed", "key", lm.key, "state", rec.State, "generation", rec.Generation, "error", err)

@@ -349,7 +349,9 @@ func (s *snapshot) age() time.Duration {
 func (lm *leaseManager) reserve(ctx context.Context, s *snapshot, w *waiter) {
 	rec := *s.rec
 	rec.Next, rec.NextWaited = w.id, w.age(rec.Generation)
-	if _, f, _ := lm.put(ctx, &rec, condition{etag: s.etag}); f == failNone {
+	_, f, err := lm.put(ctx, &rec, condition{etag: s.etag})
+	lm.hooks.reserve(ctx, lm, s, f, err)
+	if f == failNone {
 		w.reserved, w.rank = true, 0
 	}
 }
