@@ -125,9 +125,9 @@ type instrumentation struct {
 
 	// Attribute sets, built once: recording with a prepared set does not
 	// allocate.
-	acquireAttrs map[acquireKey]metric.MeasurementOption
-	requestAttrs map[requestKey]metric.MeasurementOption
-	outcomeAttrs map[string]metric.MeasurementOption
+	acquireAttrs map[acquireKey]attrOpts
+	requestAttrs map[requestKey]attrOpts
+	outcomeAttrs map[string]attrOpts
 }
 
 type acquireKey struct {
@@ -144,9 +144,9 @@ func newInstrumentation(c config) *instrumentation {
 	meter := c.mp.Meter(ScopeName)
 	in := &instrumentation{
 		tracer:       c.tp.Tracer(ScopeName),
-		acquireAttrs: map[acquireKey]metric.MeasurementOption{},
-		requestAttrs: map[requestKey]metric.MeasurementOption{},
-		outcomeAttrs: map[string]metric.MeasurementOption{},
+		acquireAttrs: map[acquireKey]attrOpts{},
+		requestAttrs: map[requestKey]attrOpts{},
+		outcomeAttrs: map[string]attrOpts{},
 	}
 	var errs []error
 	add := func(err error) {
@@ -188,32 +188,44 @@ func newInstrumentation(c config) *instrumentation {
 
 	for _, op := range []s3lock.Op{s3lock.OpLock, s3lock.OpTryLock} {
 		for _, o := range []s3lock.Outcome{s3lock.OutcomeAcquired, s3lock.OutcomeLocked, s3lock.OutcomeCanceled, s3lock.OutcomeError} {
-			in.acquireAttrs[acquireKey{op, o}] = metric.WithAttributeSet(attribute.NewSet(KeyOperation.String(string(op)), KeyOutcome.String(string(o))))
+			in.acquireAttrs[acquireKey{op, o}] = newAttrOpts(KeyOperation.String(string(op)), KeyOutcome.String(string(o)))
 		}
 	}
 	for _, v := range []string{http.MethodGet, http.MethodPut} {
 		for _, o := range []s3lock.RequestOutcome{s3lock.RequestOK, s3lock.RequestPreconditionFailed, s3lock.RequestNotFound, s3lock.RequestError} {
-			in.requestAttrs[requestKey{v, o}] = metric.WithAttributeSet(attribute.NewSet(keyMethod.String(v), KeyOutcome.String(string(o))))
+			in.requestAttrs[requestKey{v, o}] = newAttrOpts(keyMethod.String(v), KeyOutcome.String(string(o)))
 		}
 	}
 	for _, o := range []string{"ok", "error", "released", "lost", "reserved", "refused"} {
-		in.outcomeAttrs[o] = metric.WithAttributeSet(attribute.NewSet(KeyOutcome.String(o)))
+		in.outcomeAttrs[o] = newAttrOpts(KeyOutcome.String(o))
 	}
 	return in
 }
 
-func (in *instrumentation) acquireOpt(op s3lock.Op, o s3lock.Outcome) metric.MeasurementOption {
+// attrOpts is an attribute set as the options of Record and Add, built
+// once: passing a prepared slice does not allocate.
+type attrOpts struct {
+	rec []metric.RecordOption
+	add []metric.AddOption
+}
+
+func newAttrOpts(kv ...attribute.KeyValue) attrOpts {
+	o := metric.WithAttributeSet(attribute.NewSet(kv...))
+	return attrOpts{rec: []metric.RecordOption{o}, add: []metric.AddOption{o}}
+}
+
+func (in *instrumentation) acquireOpt(op s3lock.Op, o s3lock.Outcome) attrOpts {
 	if opt, ok := in.acquireAttrs[acquireKey{op, o}]; ok {
 		return opt
 	}
-	return metric.WithAttributes(KeyOperation.String(string(op)), KeyOutcome.String(string(o)))
+	return newAttrOpts(KeyOperation.String(string(op)), KeyOutcome.String(string(o)))
 }
 
-func (in *instrumentation) requestOpt(verb string, o s3lock.RequestOutcome) metric.MeasurementOption {
+func (in *instrumentation) requestOpt(verb string, o s3lock.RequestOutcome) attrOpts {
 	if opt, ok := in.requestAttrs[requestKey{verb, o}]; ok {
 		return opt
 	}
-	return metric.WithAttributes(keyMethod.String(verb), KeyOutcome.String(string(o)))
+	return newAttrOpts(keyMethod.String(verb), KeyOutcome.String(string(o)))
 }
 
 // spanKey finds, in a context Start returned, the span Start began: not
@@ -241,13 +253,30 @@ func (in *instrumentation) hooks() *s3lock.Hooks {
 }
 
 func (in *instrumentation) start(ctx context.Context, i s3lock.StartInfo) context.Context {
-	attrs := []attribute.KeyValue{KeyBucket.String(i.Bucket), KeyKey.String(i.Key)}
-	if i.Token != 0 {
-		attrs = append(attrs, tokenAttr(i.Token))
+	name, ok := spanNames[i.Op]
+	if !ok {
+		name = "s3lock." + string(i.Op)
 	}
-	ctx, span := in.tracer.Start(ctx, "s3lock."+string(i.Op), trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(attrs...))
+	ctx, span := in.tracer.Start(ctx, name, internalKind)
+	if !span.IsRecording() {
+		// Not sampled (or no tracing): the context carries the decision,
+		// and the end hooks have nothing to end.
+		return ctx
+	}
+	span.SetAttributes(KeyBucket.String(i.Bucket), KeyKey.String(i.Key))
+	if i.Token != 0 {
+		span.SetAttributes(tokenAttr(i.Token))
+	}
 	return context.WithValue(ctx, spanKey{}, span)
 }
+
+var (
+	internalKind = trace.WithSpanKind(trace.SpanKindInternal)
+	spanNames    = map[s3lock.Op]string{
+		s3lock.OpLock: "s3lock.Lock", s3lock.OpTryLock: "s3lock.TryLock",
+		s3lock.OpUnlock: "s3lock.Unlock", s3lock.OpRenew: "s3lock.Renew",
+	}
+)
 
 // tokenAttr is the fencing token as an attribute: an int64 when it fits
 // (always, in practice), else its decimal string.
@@ -271,7 +300,7 @@ func end(span trace.Span, err error) {
 }
 
 func (in *instrumentation) acquire(ctx context.Context, i s3lock.AcquireInfo) {
-	in.acquireDuration.Record(ctx, i.Waited.Seconds(), in.acquireOpt(i.Op, i.Outcome))
+	in.acquireDuration.Record(ctx, i.Waited.Seconds(), in.acquireOpt(i.Op, i.Outcome).rec...)
 	if i.Outcome == s3lock.OutcomeAcquired {
 		in.holdActive.Add(ctx, 1)
 	}
@@ -293,7 +322,7 @@ func (in *instrumentation) release(ctx context.Context, i s3lock.ReleaseInfo) {
 		case i.Err != nil:
 			outcome = "error"
 		}
-		in.holdDuration.Record(ctx, i.Held.Seconds(), in.outcomeAttrs[outcome])
+		in.holdDuration.Record(ctx, i.Held.Seconds(), in.outcomeAttrs[outcome].rec...)
 		in.holdActive.Add(ctx, -1)
 		if span := spanOf(ctx); span != nil {
 			span.SetAttributes(KeyOutcome.String(outcome))
@@ -307,7 +336,7 @@ func (in *instrumentation) renew(ctx context.Context, i s3lock.RenewInfo) {
 	if i.Err != nil {
 		outcome = "error"
 	}
-	in.renewals.Add(ctx, 1, in.outcomeAttrs[outcome])
+	in.renewals.Add(ctx, 1, in.outcomeAttrs[outcome].add...)
 	end(spanOf(ctx), i.Err)
 }
 
@@ -323,7 +352,7 @@ func (in *instrumentation) reserve(ctx context.Context, i s3lock.ReserveInfo) {
 	case i.Err != nil:
 		outcome = "error"
 	}
-	in.reservations.Add(ctx, 1, in.outcomeAttrs[outcome])
+	in.reservations.Add(ctx, 1, in.outcomeAttrs[outcome].add...)
 	if span := spanOf(ctx); span != nil {
 		span.AddEvent("s3lock.reserve", trace.WithAttributes(KeyOutcome.String(outcome), tokenAttr(i.Token)))
 	}
@@ -331,8 +360,8 @@ func (in *instrumentation) reserve(ctx context.Context, i s3lock.ReserveInfo) {
 
 func (in *instrumentation) request(ctx context.Context, i s3lock.RequestInfo) {
 	opt := in.requestOpt(i.Verb, i.Outcome)
-	in.requests.Add(ctx, 1, opt)
-	in.requestDuration.Record(ctx, i.Duration.Seconds(), opt)
+	in.requests.Add(ctx, 1, opt.add...)
+	in.requestDuration.Record(ctx, i.Duration.Seconds(), opt.rec...)
 	if !trace.SpanFromContext(ctx).SpanContext().IsValid() {
 		// No trace to add the request to.
 		return
