@@ -181,7 +181,7 @@ const (
 	// RequestNotFound: no object (a GET of a lock never written is one).
 	RequestNotFound RequestOutcome = "not_found"
 	// RequestError: any other failure, the caller's context ending
-	// included.
+	// included (such a request may never have reached S3).
 	RequestError RequestOutcome = "error"
 )
 

@@ -210,8 +210,9 @@ func TestHooksContention(t *testing.T) {
 		t.Errorf("Lock's Acquire = %+v; want outcome canceled after at least 50ms", x)
 	}
 	d := srv.Stats().Snapshot().Sub(before)
-	if g := rec.requestsBy(http.MethodGet, s3lock.RequestOK); g != d.Method(http.MethodGet) || g < 2 {
-		t.Errorf("hooks saw %d GET ok; server saw %d GET; want equal and at least 2", g, d.Method(http.MethodGet))
+	// The deadline may cut a GET short, before or after the server saw it.
+	if ok, all, sg := rec.requestsBy(http.MethodGet, s3lock.RequestOK), rec.requestsBy(http.MethodGet, ""), d.Method(http.MethodGet); sg < ok || sg > all || ok < 2 {
+		t.Errorf("hooks saw %d GET ok of %d; server saw %d GET; want between, and at least 2 ok", ok, all, sg)
 	}
 	if p, sp := rec.requestsBy(http.MethodPut, ""), d.Method(http.MethodPut); p != sp {
 		t.Errorf("hooks saw %d PUT; server saw %d", p, sp)

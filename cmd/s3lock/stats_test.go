@@ -19,10 +19,13 @@ func TestRunStats(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit code = %d; want 0 (stderr: %s)", r.code, r.stderr)
 	}
+	// The stats come last. (Before them, a renewal in flight when the
+	// command exits is cut short by the release, and logged.)
 	ls := lines(r.stderr)
-	if len(ls) != 1 || !strings.HasPrefix(ls[0], "s3lock run: stats: ") {
-		t.Fatalf("stderr = %q; want one stats line", r.stderr)
+	if len(ls) == 0 || !strings.HasPrefix(ls[len(ls)-1], "s3lock run: stats: ") || strings.Count(r.stderr, "s3lock run: stats:") != 1 {
+		t.Fatalf("stderr = %q; want one stats line, last", r.stderr)
 	}
+	ls = ls[len(ls)-1:]
 	var waited, held time.Duration
 	var renewals, renewFailed, requests, gets, puts, refused, failed int
 	var ws, hs string
@@ -34,12 +37,15 @@ func TestRunStats(t *testing.T) {
 	waited, _ = time.ParseDuration(strings.TrimSuffix(ws, ","))
 	held, _ = time.ParseDuration(strings.TrimSuffix(hs, ","))
 	d := h.srv.Stats().Snapshot().Sub(before)
-	if int64(gets) != d.Method(http.MethodGet) || int64(puts) != d.Method(http.MethodPut) || requests != gets+puts {
+	// A request cut short may never have reached the server.
+	if sp := d.Method(http.MethodPut); int64(gets) != d.Method(http.MethodGet) || sp > int64(puts) || sp < int64(puts-failed) || requests != gets+puts {
 		t.Errorf("stats: %d requests, %d GET, %d PUT; the server saw %d GET, %d PUT", requests, gets, puts, d.Method(http.MethodGet), d.Method(http.MethodPut))
 	}
-	// Acquire (GET 404 + PUT), renewals (a PUT each), release (PUT).
-	if renewals < 2 || renewFailed != 0 || puts != renewals+2 || refused != 0 || failed != 0 {
-		t.Errorf("stats line %q: want at least 2 renewals, none failed, a PUT each plus 2", ls[0])
+	// Acquire (GET 404 + PUT), renewals (a PUT each), release (PUT);
+	// the only failure can be a renewal the release cut short, whose PUT
+	// may have landed: the release then meets a 412 and reads.
+	if renewals < 2 || renewFailed > 1 || failed != renewFailed || puts != renewals+2+refused {
+		t.Errorf("stats line %q: want at least 2 renewals, at most one failed (cut short at exit), a PUT each plus 2 and one per refusal", ls[0])
 	}
 	if held < 400*time.Millisecond || waited <= 0 || waited > held {
 		t.Errorf("stats: waited %v, held %v; want held at least 400ms and a shorter positive wait", waited, held)
