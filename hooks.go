@@ -52,7 +52,7 @@ type Hooks struct {
 	Renew func(ctx context.Context, info RenewInfo)
 
 	// LeaseLost is called at most once per hold, when the hold ends
-	// without Unlock having released it: the moment its context (see
+	// without Unlock having released it: right after its context (see
 	// [Mutex.Context]) is cancelled with cause [ErrLeaseLost]. It is
 	// called from the goroutine that found out: the renewer (a renewal
 	// found someone else's record, or failed until the lease ran out), a
@@ -162,9 +162,11 @@ type ReserveInfo struct {
 	Bucket, Key string
 	// Token is the fencing token of the hold the reservation was written
 	// into (the next holder gets a larger one).
-	Token    uint64
-	Reserved bool  // the reservation was written
-	Err      error // why not, when the write failed (nil when it lost a race: a precondition failure)
+	Token uint64
+	// Reserved reports that the reservation was written. When it was
+	// not (the record changed first, or the write failed), the Request
+	// hook has seen why.
+	Reserved bool
 }
 
 // RequestOutcome classifies the answer to one S3 request (see
@@ -383,13 +385,9 @@ func (h *Hooks) request(ctx context.Context, lm *leaseManager, verb string, sent
 }
 
 // reserve reports a reservation attempt over s.
-func (h *Hooks) reserve(ctx context.Context, lm *leaseManager, s *snapshot, f failure, err error) {
+func (h *Hooks) reserve(ctx context.Context, lm *leaseManager, s *snapshot, reserved bool) {
 	if h == nil || h.Reserve == nil {
 		return
 	}
-	info := ReserveInfo{Bucket: lm.bucket, Key: lm.key, Token: s.generation(), Reserved: f == failNone}
-	if f != failNone && f != failPrecondition && f != failConflict && f != failNotFound {
-		info.Err = err
-	}
-	h.Reserve(ctx, info)
+	h.Reserve(ctx, ReserveInfo{Bucket: lm.bucket, Key: lm.key, Token: s.generation(), Reserved: reserved})
 }

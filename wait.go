@@ -349,9 +349,8 @@ func (s *snapshot) age() time.Duration {
 func (lm *leaseManager) reserve(ctx context.Context, s *snapshot, w *waiter) {
 	rec := *s.rec
 	rec.Next, rec.NextWaited = w.id, w.age(rec.Generation)
-	_, f, err := lm.put(ctx, &rec, condition{etag: s.etag})
-	lm.hooks.reserve(ctx, lm, s, f, err)
-	if f == failNone {
+	if _, f, _ := lm.put(ctx, &rec, condition{etag: s.etag}); f == failNone {
 		w.reserved, w.rank = true, 0
 	}
+	lm.hooks.reserve(ctx, lm, s, w.reserved)
 }

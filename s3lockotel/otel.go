@@ -16,7 +16,7 @@
 //	s3lock.hold.active        updowncounter  holds acquired and not yet unlocked
 //	s3lock.lease.lost         counter        holds that ended without Unlock (expired, broken, taken over)
 //	s3lock.renewals           counter        renewals; s3lock.outcome (ok|error)
-//	s3lock.reservations       counter        reservations of the next turn; s3lock.outcome (reserved|refused|error)
+//	s3lock.reservations       counter        reservations of the next turn; s3lock.outcome (reserved|refused: the record changed first, or the write failed)
 //	s3lock.requests           counter        S3 requests; http.request.method (GET|PUT), s3lock.outcome (ok|precondition_failed|not_found|error)
 //	s3lock.request.duration   histogram      S3 requests, same attributes
 //
@@ -346,11 +346,8 @@ func (in *instrumentation) leaseLostHook(i s3lock.LeaseLostInfo) {
 
 func (in *instrumentation) reserve(ctx context.Context, i s3lock.ReserveInfo) {
 	outcome := "refused"
-	switch {
-	case i.Reserved:
+	if i.Reserved {
 		outcome = "reserved"
-	case i.Err != nil:
-		outcome = "error"
 	}
 	in.reservations.Add(ctx, 1, in.outcomeAttrs[outcome].add...)
 	if span := spanOf(ctx); span != nil {
