@@ -59,7 +59,8 @@ type Hooks struct {
 	// timer goroutine (without renewal, when the TTL runs out), or the
 	// goroutine calling Unlock (the release found someone else's record).
 	// A release that fails for other reasons (S3 unreachable) is not a
-	// loss: Release reports it.
+	// loss: Release reports it; nor is a hold that ran out before Lock or
+	// TryLock could return it: Acquire reports that failure.
 	LeaseLost func(info LeaseLostInfo)
 
 	// Reserve is called after each attempt of Lock to reserve the next
