@@ -185,4 +185,13 @@
 // goroutines that share it: they wait for each other in memory, without S3
 // requests. Different Mutex values on the same bucket and key, in one
 // process or many, exclude each other through S3.
+//
+// # Observing
+//
+// [WithHooks] installs [Hooks], functions the Mutex calls when an
+// operation starts and ends, when a hold is lost, when a waiter reserves
+// the next turn and after every S3 request; without hooks this costs one
+// nil check. The module github.com/s3lock/s3lock/s3lockotel turns them
+// into OpenTelemetry metrics and spans, so that this package depends on
+// no telemetry library.
 package s3lock

@@ -54,6 +54,8 @@ type lease struct {
 	stopCtx    context.Context    // with renewal: cancelled to stop the renewer
 	stopRenew  context.CancelFunc // with renewal: cancels stopCtx
 	renewerEnd chan struct{}      // with renewal: closed when the renewer has returned
+
+	lossReported bool // the loss was reported to Hooks.LeaseLost (under mu)
 }
 
 // start arms the deadline, and the renewer when interval > 0.
@@ -88,7 +90,7 @@ func (l *lease) halt() {
 func (l *lease) watchDeadline() {
 	left := time.Until(l.safeUntil())
 	if left <= 0 {
-		l.cancel(ErrLeaseLost)
+		l.lose(ErrLeaseLost)
 		return
 	}
 	l.mu.Lock()
@@ -133,7 +135,7 @@ func (l *lease) renewLoop(interval time.Duration) {
 		deadline := l.safeUntil()
 		if !time.Now().Before(deadline) {
 			l.lm.log.Warn("s3lock: lease expired before it could be renewed", "key", l.lm.key)
-			l.cancel(ErrLeaseLost)
+			l.lose(ErrLeaseLost)
 			return
 		}
 		// A suspend brings the deadline forward but not due, which the
@@ -147,7 +149,7 @@ func (l *lease) renewLoop(interval time.Duration) {
 			continue
 		}
 		rctx, cancel := context.WithDeadline(l.stopCtx, deadline)
-		err := l.renew(rctx)
+		err := l.renewObserved(rctx)
 		cancel()
 		if errors.Is(err, ErrLeaseLost) || l.stopCtx.Err() != nil {
 			// Lost, or stopped by Unlock while the renewal was in flight
@@ -282,7 +284,7 @@ func (l *lease) adopt(s *snapshot) error {
 		return nil
 	}
 	err := l.lostError(s)
-	l.cancel(err)
+	l.lose(err)
 	return err
 }
 

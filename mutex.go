@@ -104,18 +104,26 @@ func (m *Mutex) TTL() time.Duration { return m.lm.ttl }
 // When S3's answer to our write is lost, TryLock reads the object back and
 // reports the truth: if the write was applied, it returns nil.
 func (m *Mutex) TryLock(ctx context.Context) error {
+	if h := m.lm.hooks; h != nil {
+		return h.acquire(ctx, OpTryLock, m.lm, m.tryLock)
+	}
+	_, err := m.tryLock(ctx)
+	return err
+}
+
+func (m *Mutex) tryLock(ctx context.Context) (*lease, error) {
 	select {
 	case m.turn <- struct{}{}:
 	default:
-		return &LockedError{Key: m.lm.key, Owner: m.lm.owner, Local: true, Generation: m.Token()}
+		return nil, &LockedError{Key: m.lm.key, Owner: m.lm.owner, Local: true, Generation: m.Token()}
 	}
 	if err := ctx.Err(); err != nil {
 		<-m.turn
-		return fmt.Errorf("s3lock: TryLock %s: %w", m.lm.name(), err)
+		return nil, fmt.Errorf("s3lock: TryLock %s: %w", m.lm.name(), err)
 	}
 	if err := m.checkStore(ctx); err != nil {
 		<-m.turn
-		return err
+		return nil, err
 	}
 	l, a, err := m.lm.acquire(ctx, nil)
 	if l == nil {
@@ -123,10 +131,10 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 		if err == nil {
 			err = m.lm.lockedError(a)
 		}
-		return err
+		return nil, err
 	}
 	m.install(l)
-	return nil
+	return l, nil
 }
 
 // Lock locks m. If the lock is already in use, by another process or
@@ -151,22 +159,30 @@ func (m *Mutex) TryLock(ctx context.Context) error {
 //     without conditional writes ([ErrConditionalWritesUnsupported]), a lock
 //     whose fencing token cannot grow ([ErrInvalidLockObject]).
 func (m *Mutex) Lock(ctx context.Context) error {
+	if h := m.lm.hooks; h != nil {
+		return h.acquire(ctx, OpLock, m.lm, m.lock)
+	}
+	_, err := m.lock(ctx)
+	return err
+}
+
+func (m *Mutex) lock(ctx context.Context) (*lease, error) {
 	select {
 	case m.turn <- struct{}{}:
 	case <-ctx.Done():
-		return fmt.Errorf("s3lock: Lock %s: %w", m.lm.name(), ctx.Err())
+		return nil, fmt.Errorf("s3lock: Lock %s: %w", m.lm.name(), ctx.Err())
 	}
 	if err := m.checkStoreRetrying(ctx); err != nil {
 		<-m.turn
-		return err
+		return nil, err
 	}
 	l, err := m.wait(ctx)
 	if err != nil {
 		<-m.turn
-		return err
+		return nil, err
 	}
 	m.install(l)
-	return nil
+	return l, nil
 }
 
 // checkStore runs the store probe once, with WithProbe.
@@ -226,12 +242,21 @@ func (m *Mutex) install(l *lease) {
 // runs out, except for this Mutex, whose next acquire takes it back at
 // once.
 func (m *Mutex) Unlock(ctx context.Context) error {
+	if h := m.lm.hooks; h != nil {
+		return h.release(ctx, m.lm, m.Token(), m.unlock)
+	}
+	_, err := m.unlock(ctx)
+	return err
+}
+
+// unlock is Unlock; it returns the hold it ended, if any.
+func (m *Mutex) unlock(ctx context.Context) (*lease, error) {
 	m.mu.Lock()
 	l := m.hold
 	m.hold = nil
 	m.mu.Unlock()
 	if l == nil {
-		return fmt.Errorf("s3lock: Unlock %s: %w", m.lm.name(), ErrNotHeld)
+		return nil, fmt.Errorf("s3lock: Unlock %s: %w", m.lm.name(), ErrNotHeld)
 	}
 	defer func() { <-m.turn }()
 	l.halt()
@@ -248,14 +273,14 @@ func (m *Mutex) Unlock(ctx context.Context) error {
 		if lost != nil && !errors.Is(err, ErrLeaseLost) {
 			err = errors.Join(lost, err)
 		}
-		return err
+		return l, err
 	}
 	l.cancel(ErrNotHeld)
 	m.lm.warm.set(free)
 	if lost != nil {
-		return fmt.Errorf("s3lock: Unlock %s: the hold had ended before Unlock (released since): %w", m.lm.name(), lost)
+		return l, fmt.Errorf("s3lock: Unlock %s: the hold had ended before Unlock (released since): %w", m.lm.name(), lost)
 	}
-	return nil
+	return l, nil
 }
 
 // Token returns the fencing token of the current hold: its generation,

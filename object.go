@@ -48,6 +48,7 @@ type lockObject struct {
 	margin      time.Duration
 	clock       Clock
 	log         *slog.Logger
+	hooks       *Hooks // nil when none (see hooks.go)
 	// resolveTimeout bounds the read that settles an ambiguous write when
 	// the caller's context has already ended.
 	resolveTimeout time.Duration
@@ -81,6 +82,7 @@ func newLockObject(client S3API, bucket, key string, o *options) (*lockObject, e
 		margin:         o.expiryMargin,
 		clock:          o.clock,
 		log:            o.logger,
+		hooks:          mergeHooks(o.hooks),
 		resolveTimeout: o.releaseTimeout,
 	}, nil
 }
@@ -120,6 +122,7 @@ func (lm *lockObject) read(ctx context.Context) (*snapshot, error) {
 	sent := time.Now()
 	out, err := lm.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &lm.bucket, Key: &lm.key})
 	seenAt := time.Now()
+	lm.hooks.request(ctx, lm, http.MethodGet, sent, err)
 	if err != nil {
 		f, mapped := classify(err, lm.bucket)
 		if f == failNotFound {
@@ -193,7 +196,9 @@ func (lm *lockObject) put(ctx context.Context, rec *record, cond condition, optF
 	} else {
 		in.IfMatch = aws.String(cond.etag)
 	}
+	sent := lm.hooks.now()
 	out, err := lm.client.PutObject(ctx, in, optFns...)
+	lm.hooks.request(ctx, lm, http.MethodPut, sent, err)
 	if err != nil {
 		f, mapped := classify(err, lm.bucket)
 		lm.log.Debug("s3lock: write failed", "key", lm.key, "state", rec.State, "generation", rec.Generation, "error", err)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"sync"
 	"time"
 
@@ -144,7 +145,7 @@ func (lm *lockObject) checkClock(ctx context.Context) bool {
 		return false
 	}
 	for range clockCheckTries {
-		date, lastModified, err := measureClock(ctx, lm.client, lm.bucket, key)
+		date, lastModified, err := lm.measureClock(ctx, key)
 		if err != nil {
 			lm.noteClockFailure(err)
 			return false
@@ -176,9 +177,11 @@ func (lm *lockObject) noteClockFailure(err error) {
 
 // measureClock PUTs a small object at key and reads it back. It returns the
 // Date of the PUT's answer and the Last-Modified the read reports for that
-// write.
-func measureClock(ctx context.Context, client S3API, bucket, key string) (date, lastModified time.Time, err error) {
+// write. Both requests are reported to the hooks as requests of the lock.
+func (lm *lockObject) measureClock(ctx context.Context, key string) (date, lastModified time.Time, err error) {
+	client, bucket := lm.client, lm.bucket
 	body := []byte("s3lock clock check " + newNonce() + "; safe to delete\n")
+	sent := lm.hooks.now()
 	out, err := client.PutObject(ctx, &s3.PutObjectInput{
 		Bucket:        &bucket,
 		Key:           &key,
@@ -187,12 +190,15 @@ func measureClock(ctx context.Context, client S3API, bucket, key string) (date, 
 		ContentType:   aws.String("text/plain"),
 		CacheControl:  aws.String("no-store"),
 	})
+	lm.hooks.request(ctx, lm, http.MethodPut, sent, err)
 	if err != nil {
 		_, mapped := classify(err, bucket)
 		return date, lastModified, fmt.Errorf("s3lock: clock check: writing s3://%s/%s: %w", bucket, key, mapped)
 	}
 	date = responseDate(out.ResultMetadata)
+	sent = lm.hooks.now()
 	get, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	lm.hooks.request(ctx, lm, http.MethodGet, sent, err)
 	if err != nil {
 		_, mapped := classify(err, bucket)
 		return date, lastModified, fmt.Errorf("s3lock: clock check: reading s3://%s/%s: %w", bucket, key, mapped)

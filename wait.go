@@ -372,6 +372,7 @@ func (lm *lockObject) reserve(ctx context.Context, s *snapshot, w *waiter) {
 	if _, f, _ := lm.put(ctx, &rec, condition{etag: s.etag}); f == failNone {
 		w.reserved, w.rank = true, 0
 	}
+	lm.hooks.reserve(ctx, lm, s, w.reserved)
 }
 
 // withdrawTimeout bounds the withdrawal of a reservation by a Lock that

@@ -42,6 +42,7 @@ type runOpts struct {
 	killGrace    time.Duration
 	failTimeout  time.Duration
 	verbose      bool
+	tele         telemetryFlags // --log-format, --stats
 }
 
 // waitFlag is --wait: unset means wait for as long as it takes.
@@ -94,6 +95,7 @@ func newRunCommand(sio streams) *cobra.Command {
 	fs.DurationVar(&o.killGrace, "kill-grace", defaultKillGrace, "after a lost lease, wait `duration` between SIGTERM and SIGKILL")
 	fs.DurationVar(&o.failTimeout, "failure-timeout", defaultFailureTimeout, "exit 69 once S3 has failed for `duration` without a break while waiting, whatever --wait says")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log every S3 write of the lock on stderr")
+	o.tele.register(c)
 	o.aws.register(c)
 	c.Args = func(c *cobra.Command, args []string) error {
 		_, _, err := o.target(c, args)
@@ -146,6 +148,7 @@ func (o *runOpts) run(c *cobra.Command, args []string, sio streams) error {
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
+	defer o.tele.report(sio.stderr, "run")
 
 	// From here on the signals that would stop s3lock are caught: while
 	// waiting they abandon the wait, while the child runs they are
@@ -217,8 +220,9 @@ func (o *runOpts) mutexOptions(stderr io.Writer) []s3lock.Option {
 		s3lock.WithTTL(o.ttl),
 		s3lock.WithAutoRenew(o.renew),
 		s3lock.WithFailureTimeout(o.failTimeout),
-		s3lock.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))),
+		s3lock.WithLogger(o.tele.logger(stderr, level)),
 	}
+	opts = append(opts, o.tele.options()...)
 	if o.owner != "" {
 		opts = append(opts, s3lock.WithOwner(o.owner))
 	}
