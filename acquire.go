@@ -226,6 +226,7 @@ func (lm *leaseManager) claim(ctx context.Context, s *snapshot, waited uint64) (
 		AcquiredAt: wall,
 		WrittenAt:  wall,
 		Waited:     waited,
+		Value:      lm.value,
 	}
 	start := now() // the lease counts from before the request is sent
 	if first.mono.IsZero() {

@@ -42,6 +42,11 @@ type leaseManager struct {
 	orphans []orphan
 	// pace is what Lock remembers to pace its polls (see wait.go).
 	pace pacing
+
+	// value is the Value of the records claim writes: an Election's
+	// (election.go). Written only by the goroutine holding the Mutex's
+	// turn, before it acquires.
+	value string
 }
 
 // newLeaseManager checks the lock's location and returns its lease manager
@@ -113,6 +118,9 @@ type lease struct {
 	deadline time.Time // monotonic; less the time suspended since from
 	from     instant   // when the write that set the deadline was sent
 	began    time.Time // when the write that acquired the lock was sent
+	// writeMu serialises renewals: the renewer's and an Election's
+	// Proclaim (election.go).
+	writeMu sync.Mutex
 	// pending is the renewal over etag whose outcome is unknown (zero when
 	// none). Every renewal over the same ETag reuses its nonce, since at
 	// most one of them can land, and start is that of the first, so the
@@ -243,6 +251,8 @@ type renewal struct {
 // moment before the request. On ErrLeaseLost the lease's context has been
 // cancelled.
 func (l *lease) renew(ctx context.Context) error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
 	for range maxWriteAttempts {
 		again, err := l.renewOnce(ctx)
 		if !again {
