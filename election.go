@@ -59,6 +59,17 @@ func (l Leader) same(o Leader) bool {
 	return l.Owner == o.Owner && l.Value == o.Value && l.Token == o.Token
 }
 
+// WithValue sets the value a [Mutex] publishes with each of its holds, in
+// the lock object, where [Election.Leader], [Election.Observe], [Inspect]
+// and "s3lock status" show it (the holder's address, a job id...). It must
+// be valid UTF-8 of at most [MaxValueLen] bytes. A record carrying a value
+// is one the release before this one counts as held without rewriting it
+// (see docs/record-format.md). For an Election, Campaign's value takes its
+// place. The default is no value.
+func WithValue(value string) Option {
+	return func(o *options) { o.value = value }
+}
+
 // NewElection returns an Election on the lock object at bucket/key, with
 // the same options as [New]. Auto-renewal is on, every TTL/3, unless
 // [WithAutoRenew] sets another interval (0 turns it off: the term then

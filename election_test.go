@@ -492,3 +492,32 @@ func TestElectionCampaignCtxBoundsOnlyTheWait(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestMutexWithValue: a Mutex publishes WithValue's value with its hold,
+// where Inspect and an Election's Leader read it; the release drops it.
+func TestMutexWithValue(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "elect/mutex-value"
+	if _, err := s3lock.New(srv.Client(), srv.Bucket(), key, s3lock.WithValue(strings.Repeat("x", s3lock.MaxValueLen+1))); !errors.Is(err, s3lock.ErrInvalidArgument) {
+		t.Errorf("New(WithValue(too long)) = %v; want ErrInvalidArgument", err)
+	}
+	m := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("m"), s3lock.WithValue("job 42 on host-a"))
+	if err := m.TryLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s3lock.Inspect(ctx, srv.Client(), srv.Bucket(), key)
+	if err != nil || st.Value != "job 42 on host-a" {
+		t.Errorf("Inspect() = %+v, %v; want value %q", st, err, "job 42 on host-a")
+	}
+	e := newElection(t, srv.Client(), srv.Bucket(), key)
+	if ld, err := e.Leader(ctx); err != nil || ld.Owner != "m" || ld.Value != "job 42 on host-a" {
+		t.Errorf("Leader() = %+v, %v; want m with its value", ld, err)
+	}
+	if err := m.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s3lock.Inspect(ctx, srv.Client(), srv.Bucket(), key); err != nil || st.Value != "" || st.Held {
+		t.Errorf("Inspect() after Unlock = %+v, %v; want free without a value", st, err)
+	}
+}

@@ -62,7 +62,11 @@ func newLeaseManager(client S3API, bucket, key string, o *options) (*leaseManage
 	if err := validateKey(key); err != nil {
 		return nil, err
 	}
+	if err := validateValue(o.value); err != nil {
+		return nil, err
+	}
 	return &leaseManager{
+		value:          o.value,
 		client:         o.client(client),
 		bucket:         bucket,
 		key:            key,

@@ -70,6 +70,7 @@ type options struct {
 	probe          bool
 	bucketOwner    string
 	bucketOwnerSet bool
+	value          string // see WithValue (election.go)
 }
 
 // WithTTL sets the lock timeout: how long a hold lasts after its last
