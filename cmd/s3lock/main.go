@@ -6,6 +6,7 @@
 //	s3lock status [--json] s3://bucket/key
 //	s3lock unlock --force s3://bucket/key
 //	s3lock probe s3://bucket/prefix
+//	s3lock watch [--json] s3://bucket/key
 //	s3lock completion bash|zsh|fish
 //
 // Run "s3lock --help" for the exit codes and "s3lock COMMAND --help" for each
@@ -138,9 +139,9 @@ func newRoot(sio streams, code *int) *cobra.Command {
 				return err
 			}
 			if len(args) == 0 {
-				return usageErr("missing command (run, status, unlock or probe); see 's3lock --help'")
+				return usageErr("missing command (run, status, unlock, probe or watch); see 's3lock --help'")
 			}
-			return usageErr("unknown command %q (commands: run, status, unlock, probe); see 's3lock --help'", args[0])
+			return usageErr("unknown command %q (commands: run, status, unlock, probe, watch); see 's3lock --help'", args[0])
 		},
 	}
 	root.Flags().Bool("version", false, "print the version of s3lock and exit")
@@ -154,6 +155,7 @@ func newRoot(sio streams, code *int) *cobra.Command {
 		newStatusCommand(sio),
 		newUnlockCommand(sio),
 		newProbeCommand(sio),
+		newWatchCommand(sio),
 		newCompletionCommand(),
 		&cobra.Command{
 			Use:    "version",

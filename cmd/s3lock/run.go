@@ -42,6 +42,7 @@ type runOpts struct {
 	killGrace    time.Duration
 	failTimeout  time.Duration
 	verbose      bool
+	value        string
 }
 
 // waitFlag is --wait: unset means wait for as long as it takes.
@@ -95,6 +96,7 @@ func newRunCommand(sio streams, code *int) *cobra.Command {
 	fs.DurationVar(&o.killGrace, "kill-grace", defaultKillGrace, "after a lost lease, wait `duration` between SIGTERM and SIGKILL")
 	fs.DurationVar(&o.failTimeout, "failure-timeout", defaultFailureTimeout, "exit 69 once S3 has failed for `duration` without a break while waiting, whatever --wait says")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log every S3 write of the lock on stderr")
+	fs.StringVar(&o.value, "value", "", "publish `text` with the hold (at most 1024 bytes), shown by status and watch")
 	o.aws.register(c)
 	c.RunE = func(c *cobra.Command, args []string) error {
 		var err error
@@ -217,6 +219,9 @@ func (o *runOpts) mutexOptions(stderr io.Writer) []s3lock.Option {
 	}
 	if o.aws.bucketOwner != "" {
 		opts = append(opts, s3lock.WithExpectedBucketOwner(o.aws.bucketOwner))
+	}
+	if o.value != "" {
+		opts = append(opts, s3lock.WithValue(o.value))
 	}
 	return opts
 }
