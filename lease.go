@@ -43,9 +43,9 @@ type leaseManager struct {
 	// pace is what Lock remembers to pace its polls (see wait.go).
 	pace pacing
 
-	// value is the Value of the records claim writes: an Election's
-	// (election.go). Written only by the goroutine holding the Mutex's
-	// turn, before it acquires.
+	// value is the Value of the records claim writes: WithValue's, or an
+	// Election's (election.go). Campaign sets it while it holds the
+	// Mutex's turn, before it acquires; claim runs only under the turn.
 	value string
 }
 
