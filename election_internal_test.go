@@ -84,6 +84,16 @@ func TestKeptFieldsSurviveReservationAndRenewal(t *testing.T) {
 	}
 	check("a reservation", map[string]any{"s3lock": 2.0, "nonce": "n1", "value": "10.0.0.1:80", "later_hint": hint, "next": w.id})
 
+	// A waiter of a later version reserves too, adding a field of its own.
+	rs, err := waiterLM.read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := *rs.rec
+	later.extra = map[string]json.RawMessage{"later_hint": json.RawMessage(`{"x":[1,2]}`), "later_waiter": json.RawMessage(`"w2"`)}
+	if _, f, err := waiterLM.put(ctx, &later, condition{etag: rs.etag}); f != failNone {
+		t.Fatalf("later waiter's reservation: %v", err)
+	}
 	if err := l.renew(ctx); err != nil {
 		t.Fatalf("renew() = %v", err)
 	}
@@ -91,13 +101,13 @@ func TestKeptFieldsSurviveReservationAndRenewal(t *testing.T) {
 	if got["nonce"] == "n1" {
 		t.Fatalf("renew() left the record unrenewed: %v", got)
 	}
-	check("a renewal", map[string]any{"s3lock": 2.0, "state": "held", "generation": 3.0, "value": "10.0.0.1:80", "later_hint": hint, "next": w.id})
+	check("a renewal", map[string]any{"s3lock": 2.0, "state": "held", "generation": 3.0, "value": "10.0.0.1:80", "later_hint": hint, "later_waiter": "w2", "next": w.id})
 
 	l.halt()
 	if _, err := l.release(ctx); err != nil {
 		t.Fatalf("release() = %v", err)
 	}
-	check("the release", map[string]any{"s3lock": 1.0, "state": "free", "generation": 3.0, "value": nil, "later_hint": hint})
+	check("the release", map[string]any{"s3lock": 1.0, "state": "free", "generation": 3.0, "value": nil, "later_hint": hint, "later_waiter": "w2"})
 }
 
 // TestProclaimSettlesOnOldValue: a Proclaim whose write settles on an

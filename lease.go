@@ -341,6 +341,7 @@ func (l *lease) adopt(s *snapshot) error {
 			l.mu.Lock()
 			l.etag = s.etag
 			l.rec.Next, l.rec.NextWaited = s.rec.Next, s.rec.NextWaited
+			l.rec.extra = s.rec.extra // and what a later version's waiter added
 			l.mu.Unlock()
 		} else {
 			l.extend(s.etag, s.rec, start)
