@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -73,18 +74,20 @@ func WithValue(value string) Option {
 // NewElection returns an Election on the lock object at bucket/key, with
 // the same options as [New]. Auto-renewal is on, every TTL/3, unless
 // [WithAutoRenew] sets another interval (0 turns it off: the term then
-// ends after one TTL). It makes no S3 request. On failure it returns an
-// error that matches [ErrInvalidArgument].
+// ends after one TTL; with a TTL under 3 × [MinAutoRenewInterval] that is
+// the only choice). It makes no S3 request. On failure it returns an error
+// that matches [ErrInvalidArgument].
 func NewElection(client S3API, bucket, key string, opts ...Option) (*Election, error) {
+	const unset = time.Duration(math.MinInt64) // tells whether WithAutoRenew was given
 	scratch := defaultOptions()
-	scratch.autoRenew = -1 // tells whether WithAutoRenew was given
+	scratch.autoRenew = unset
 	for _, opt := range opts {
 		if opt == nil {
 			return nil, fmt.Errorf("%w: nil Option", ErrInvalidArgument)
 		}
 		opt(&scratch)
 	}
-	if scratch.autoRenew == -1 {
+	if scratch.autoRenew == unset {
 		opts = append(opts[:len(opts):len(opts)], WithAutoRenew(scratch.ttl/3))
 	}
 	m, err := New(client, bucket, key, opts...)

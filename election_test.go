@@ -380,6 +380,9 @@ func TestElectionBadInput(t *testing.T) {
 	if _, err := s3lock.NewElection(srv.Client(), srv.Bucket(), key, s3lock.WithTTL(time.Second), s3lock.WithAutoRenew(time.Second)); !errors.Is(err, s3lock.ErrInvalidArgument) {
 		t.Errorf("NewElection(renew every TTL) = %v; want ErrInvalidArgument", err)
 	}
+	if _, err := s3lock.NewElection(srv.Client(), srv.Bucket(), key, s3lock.WithAutoRenew(-1)); !errors.Is(err, s3lock.ErrInvalidArgument) {
+		t.Errorf("NewElection(WithAutoRenew(-1)) = %v; want ErrInvalidArgument", err)
+	}
 	e := newElection(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("e"))
 	base := srv.Stats().Snapshot()
 	long := strings.Repeat("x", s3lock.MaxValueLen+1)

@@ -30,10 +30,11 @@ be seen as one.
 Each line: the time (this machine's clock), the state, and for a hold its
 owner, generation (fencing token) and value. With --json, one object per
 line:
-  {"time", "state": "free"|"held"|"expired", "owner", "value",
+  {"time", "state": "free"|"held"|"expired"|"vacant", "owner", "value",
    "generation", "last_modified"}
 "expired" means held but not renewed in time: the next contender takes it
-over. Exit codes: 0 when interrupted; 2 bad usage, missing bucket or
+over; "vacant" (rare) means not held, when the read that tells a release
+from an expiry failed. Exit codes: 0 when interrupted; 2 bad usage, missing bucket or
 denied access.
 `
 
@@ -120,11 +121,12 @@ func (o *watchOpts) run(c *cobra.Command, args []string, sio streams) error {
 // vacancy describes an office Observe reported vacant: free, or a hold
 // that has expired (one more GET tells which).
 func vacancy(ctx context.Context, client s3lock.S3API, u s3URL, now time.Time) watchJSON {
-	line := watchJSON{Time: now, State: "free"}
+	line := watchJSON{Time: now, State: "vacant"}
 	st, err := s3lock.Inspect(ctx, client, u.bucket, u.key)
 	if err != nil {
-		return line
+		return line // nobody holds it, but whether released or expired is unknown
 	}
+	line.State = "free"
 	line.Generation, line.LastModified = st.Generation, st.LastModified.UTC()
 	if st.Held {
 		// Observe judged the hold expired (possibly on this machine's
@@ -141,6 +143,8 @@ func printWatch(w io.Writer, l watchJSON) {
 		fmt.Fprintf(w, "%s free (generation %d)\n", t, l.Generation)
 	case "expired":
 		fmt.Fprintf(w, "%s expired: %s stopped renewing (generation %d)\n", t, l.Owner, l.Generation)
+	case "vacant":
+		fmt.Fprintf(w, "%s not held (released or expired: S3 did not say which)\n", t)
 	default:
 		fmt.Fprintf(w, "%s held by %s (generation %d)", t, l.Owner, l.Generation)
 		if l.Value != "" {
