@@ -61,7 +61,7 @@ func TestElectionPrevReleaseMutexWaits(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
 	const key = "elect/prev-release"
-	const ttl = 600 * time.Millisecond
+	const ttl = time.Second
 	e := newElection(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("leader"), s3lock.WithTTL(ttl),
 		s3lock.WithRetryInterval(20*time.Millisecond))
 	if err := e.Campaign(ctx, "10.0.0.1:8080"); err != nil {
