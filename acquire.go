@@ -174,6 +174,7 @@ func (lm *lockObject) claim(ctx context.Context, s *snapshot, waited uint64) (*l
 		AcquiredAt: wall,
 		WrittenAt:  wall,
 		Waited:     waited,
+		Value:      lm.value,
 	}
 	start := now() // the lease counts from before the request is sent
 	if first.mono.IsZero() {
@@ -210,7 +211,7 @@ func (lm *lockObject) claim(ctx context.Context, s *snapshot, waited uint64) (*l
 		lm.orphans.clear()
 		// A waiter may have reserved the next turn in our record before
 		// this read: keep its reservation in our next writes.
-		rec.Next, rec.NextWaited = now2.rec.Next, now2.rec.NextWaited
+		rec.Next, rec.NextWaited, rec.extra = now2.rec.Next, now2.rec.NextWaited, now2.rec.extra
 		return lm.confirm(ctx, lm.newLease(now2.etag, rec, first))
 	}
 	if f == failCanceled {

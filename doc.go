@@ -89,11 +89,13 @@
 // a rolling deploy, so the record is a contract (docs/record-format.md
 // has the details):
 //
-//   - Required fields: "s3lock" (the schema, 1), "state" ("held" or
-//     "free"), "nonce", "generation" and "ttl_ms". Every other field is a
-//     hint: readers ignore fields they do not know, and a writer that
-//     replaces the record writes only its own, so a new field may carry
-//     nothing that safety depends on.
+//   - Required fields: "s3lock" (the schema: 1, or 2 for a held record
+//     carrying a "value"), "state" ("held" or "free"), "nonce",
+//     "generation" and "ttl_ms". Readers ignore fields they do not know;
+//     a write that rewrites the record of the same hold (a reservation, a
+//     renewal, the release) keeps them, a new grant does not. The release
+//     before this one drops them and accepts only schema 1, so it counts a
+//     record with a value as held and never rewrites it.
 //   - A change that would make a reader of the required fields misjudge
 //     the lock (a new state, a new meaning or unit of a field) must change
 //     the schema number.
@@ -178,6 +180,19 @@
 // s3:ListBucket on the bucket (without it AWS answers a GET of a missing key
 // with 403 rather than 404, and the first acquire of a new lock fails with
 // ErrAccessDenied).
+//
+// # Leader election
+//
+// An [Election] is a Mutex whose hold is a term of office: [Election.Campaign]
+// waits for the office and publishes a value with it (the leader's
+// address, say), the leader renews by itself until [Election.Resign] or a
+// loss (then [Election.Context] is cancelled), [Election.Leader] reads who
+// leads with one GET, and [Election.Observe] follows the office with one
+// conditional GET per retry interval, reporting every leader, value and
+// vacancy it reads, including the vacancy left by a leader that stopped
+// without resigning, once its lease is judged expired. An Election and a
+// Mutex on one key exclude each other; the term's token is a fencing token
+// like the Mutex's.
 //
 // # In one process
 //

@@ -26,6 +26,9 @@ type LockStatus struct {
 	Owner      string
 	Generation uint64
 	TTL        time.Duration
+	// Value is what the holder published with its hold (see [WithValue]
+	// and [Election.Campaign]); "" when none.
+	Value string
 	// AcquiredAt is when the holder acquired it, by the holder's clock.
 	AcquiredAt time.Time
 	// LastModified and ServerTime are S3's clock: when the object was last
@@ -145,6 +148,7 @@ func (lm *lockObject) status(s *snapshot) *LockStatus {
 	st.Generation, st.TTL = s.generation(), ttl
 	if s.rec != nil {
 		st.Owner, st.AcquiredAt = s.rec.Owner, s.rec.AcquiredAt
+		st.Value = s.rec.Value
 		st.Held = s.rec.held()
 	} else {
 		st.Held = true

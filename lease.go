@@ -43,6 +43,9 @@ type lease struct {
 	deadline time.Time // monotonic; less the time suspended since from
 	from     instant   // when the write that set the deadline was sent
 	began    time.Time // when the write that acquired the lock was sent
+	// writeMu serialises renewals: the renewer's and an Election's
+	// Proclaim (election.go).
+	writeMu sync.Mutex
 	// pending is the renewal over etag whose outcome is unknown (zero when
 	// none). Every renewal over the same ETag reuses its nonce, since at
 	// most one of them can land, and start is that of the first, so the
@@ -183,6 +186,8 @@ type renewal struct {
 // moment before the request. On ErrLeaseLost the lease's context has been
 // cancelled.
 func (l *lease) renew(ctx context.Context) error {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
 	for range maxRewrites {
 		again, err := l.renewOnce(ctx)
 		if !again {
@@ -277,6 +282,7 @@ func (l *lease) adopt(s *snapshot) error {
 			l.mu.Lock()
 			l.etag = s.etag
 			l.rec.Next, l.rec.NextWaited = s.rec.Next, s.rec.NextWaited
+			l.rec.extra = s.rec.extra // and what a later version's waiter added
 			l.mu.Unlock()
 		} else {
 			l.extend(s.etag, s.rec, start)

@@ -71,6 +71,7 @@ type options struct {
 	bucketOwner    string
 	bucketOwnerSet bool
 	hooks          []Hooks
+	value          string // see WithValue (election.go)
 }
 
 // WithTTL sets the lock timeout: how long a hold lasts after its last

@@ -58,6 +58,11 @@ type lockObject struct {
 	pace    pacer       // round trips, grant periods, our holds (pace.go)
 	warm    warmPath    // the free record of our last release (wait.go)
 	s3clock clockTrust  // what is known of S3's clock (s3clock.go)
+
+	// value is the Value of the records claim writes: WithValue's, or an
+	// Election's (election.go). Campaign sets it while it holds the
+	// Mutex's turn, before it acquires; claim runs only under the turn.
+	value string
 }
 
 // newLockObject checks the lock's location and returns its lock object
@@ -73,7 +78,11 @@ func newLockObject(client S3API, bucket, key string, o *options) (*lockObject, e
 	if err := validateKey(key); err != nil {
 		return nil, err
 	}
+	if err := validateValue(o.value); err != nil {
+		return nil, err
+	}
 	return &lockObject{
+		value:          o.value,
 		client:         o.client(client),
 		bucket:         bucket,
 		key:            key,
@@ -215,7 +224,7 @@ func (lm *lockObject) put(ctx context.Context, rec *record, cond condition, optF
 		// A waiter may have reserved the next turn in our record since:
 		// keep its reservation in our next writes over this version.
 		etag = s.etag
-		rec.Next, rec.NextWaited = s.rec.Next, s.rec.NextWaited
+		rec.Next, rec.NextWaited, rec.extra = s.rec.Next, s.rec.NextWaited, s.rec.extra
 	} else {
 		lm.noteWrite(etag, responseDate(out.ResultMetadata))
 	}

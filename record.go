@@ -6,7 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // maxRecordSize is the largest lock object s3lock will read. A larger object
@@ -14,9 +17,20 @@ import (
 // [ErrInvalidLockObject].
 const maxRecordSize = 4096
 
-// recordSchema is the value of the "s3lock" field in every record this
-// version writes; records of any other schema are treated as foreign.
-const recordSchema = 1
+// recordSchema is the schema of a record without a value; valueSchema that
+// of a record carrying one (an election's). This version reads both and
+// treats records of any other schema as foreign. A record is written with
+// valueSchema exactly when it carries a value, so that the previous
+// release, which accepts only schema 1, counts it as held and never
+// rewrites it (see docs/record-format.md).
+const (
+	recordSchema = 1
+	valueSchema  = 2
+)
+
+// MaxValueLen is the longest value, in bytes, an [Election] publishes with
+// its term.
+const MaxValueLen = 1024
 
 // Lock states as written in a record.
 const (
@@ -57,24 +71,65 @@ type record struct {
 	// from it. The holder's own writes leave it out: their Last-Modified
 	// is the start of the lease. See leaseStart.
 	LeaseStart time.Time `json:"lease_start,omitzero"`
+	// Value is what an elected leader publishes with its term (see
+	// election.go); "" for a Mutex. A free record never carries one.
+	Value string `json:"value,omitempty"`
+	// extra holds the top-level fields this version does not know, as
+	// read. A rewrite of the same hold (a reservation, a renewal, a
+	// Proclaim, the release) writes them back; a new grant does not.
+	extra map[string]json.RawMessage
 }
+
+// knownFields are the JSON names of record's fields. A key that matches
+// one of them regardless of case is not kept as an extra field (encoding/
+// json matches keys case-insensitively, so it was decoded into the field).
+var knownFields = []string{"s3lock", "state", "owner", "nonce", "generation", "ttl_ms",
+	"acquired_at", "written_at", "waited", "next", "next_waited", "value"}
 
 func (r *record) ttl() time.Duration { return time.Duration(r.TTLMillis) * time.Millisecond }
 
 func (r *record) held() bool { return r.State == stateHeld }
 
-// encodeRecord renders r as the lock object's body.
+// encodeRecord renders r as the lock object's body. A free record is
+// written without a value; the schema is valueSchema when the record
+// carries a value, recordSchema otherwise. Extra fields kept from the
+// record read are appended, unless the body would then exceed
+// maxRecordSize (they are then dropped: they can only be hints).
 func encodeRecord(r *record) []byte {
-	b, err := json.Marshal(r)
+	c := *r
+	if !c.held() {
+		c.Value = ""
+	}
+	c.Schema = recordSchema
+	if c.Value != "" {
+		c.Schema = valueSchema
+	}
+	b, err := json.Marshal(&c)
 	if err != nil {
 		// A record holds only strings, integers and times; Marshal cannot
 		// fail on it except for times outside year 0..9999, which the
 		// clock seam could produce. Fall back to no timestamps.
-		c := *r
 		c.AcquiredAt, c.WrittenAt = time.Time{}, time.Time{}
 		b, _ = json.Marshal(&c)
 	}
-	return b
+	if len(c.extra) == 0 {
+		return b
+	}
+	out := bytes.TrimSuffix(bytes.Clone(b), []byte("}"))
+	keys := make([]string, 0, len(c.extra))
+	for k := range c.extra {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		name, _ := json.Marshal(k)
+		out = append(append(append(append(out, ','), name...), ':'), c.extra[k]...)
+	}
+	out = append(out, '}')
+	if len(out) > maxRecordSize || !json.Valid(out) {
+		return b
+	}
+	return out
 }
 
 // decodeRecord parses a lock object's body. It accepts only complete
@@ -107,8 +162,10 @@ func decodeRecord(body []byte) (*record, error) {
 	hint(w.NextWaited, &r.NextWaited)
 	hint(w.LeaseStart, &r.LeaseStart)
 	switch {
-	case r.Schema != recordSchema:
+	case r.Schema != recordSchema && r.Schema != valueSchema:
 		return nil, fmt.Errorf("unknown record schema %d", r.Schema)
+	case len(r.Value) > MaxValueLen:
+		return nil, fmt.Errorf("record value longer than %d bytes", MaxValueLen)
 	case r.State != stateHeld && r.State != stateFree:
 		return nil, fmt.Errorf("unknown state %q", r.State)
 	case r.Nonce == "":
@@ -120,7 +177,26 @@ func decodeRecord(body []byte) (*record, error) {
 	case r.State == stateHeld && r.Generation == 0:
 		return nil, fmt.Errorf("held record with generation 0")
 	}
+	r.extra = extraFields(body)
 	return &r, nil
+}
+
+// extraFields returns the top-level fields of body that record does not
+// know (nil when there are none).
+func extraFields(body []byte) map[string]json.RawMessage {
+	var all map[string]json.RawMessage
+	if json.Unmarshal(body, &all) != nil {
+		return nil
+	}
+	for k := range all {
+		if slices.ContainsFunc(knownFields, func(f string) bool { return strings.EqualFold(f, k) }) || !utf8.ValidString(k) {
+			delete(all, k)
+		}
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	return all
 }
 
 // hint decodes a hint field into v, leaving v zero if it does not parse.

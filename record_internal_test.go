@@ -2,6 +2,8 @@ package s3lock
 
 import (
 	"bytes"
+	"encoding/json"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +14,7 @@ import (
 func sameRecord(a, b *record) bool {
 	return a.Schema == b.Schema && a.State == b.State && a.Owner == b.Owner && a.Nonce == b.Nonce &&
 		a.Generation == b.Generation && a.TTLMillis == b.TTLMillis &&
-		a.AcquiredAt.Equal(b.AcquiredAt) && a.WrittenAt.Equal(b.WrittenAt)
+		a.AcquiredAt.Equal(b.AcquiredAt) && a.WrittenAt.Equal(b.WrittenAt) && a.Value == b.Value
 }
 
 // FuzzDecodeRecord: decodeRecord never panics, rejects bodies larger than
@@ -37,6 +39,9 @@ func FuzzDecodeRecord(f *testing.F) {
 		`{"s3lock":1,"state":"free","owner":"o","nonce":"n","generation":1,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00Z"} {}`,
 		`{"s3lock":1,"state":"free","owner":"o","nonce":"n","generation":1,"ttl_ms":1000,"written_at":"0000-01-01T00:00:00+23:59"}`,
 		`{"s3lock":1,"state":"free","owner":"\ud800","nonce":"n","generation":1,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00.1234567891Z"}`,
+		`{"s3lock":2,"state":"held","owner":"o","nonce":"n","generation":1,"ttl_ms":1000,"value":"10.0.0.1:80","later":[1,{"a":"b"}],"Value2":null}`,
+		`{"s3lock":2,"state":"free","owner":"o","nonce":"n","generation":1,"ttl_ms":1000,"value":"v"}`,
+		`{"s3lock":3,"state":"held","owner":"o","nonce":"n","generation":1,"ttl_ms":1000}`,
 		`{"S3LOCK":1,"STATE":"free","Owner":"o","nonce":"n","generation":1,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00Z"}`,
 	} {
 		f.Add([]byte(s))
@@ -54,8 +59,8 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("decodeRecord() accepted %d bytes; want refusal above maxRecordSize (%d)", len(body), maxRecordSize)
 		}
 		switch {
-		case r.Schema != recordSchema, r.State != stateHeld && r.State != stateFree, r.Nonce == "",
-			r.TTLMillis <= 0, r.ttl() > maxTTL, r.held() && r.Generation == 0:
+		case r.Schema != recordSchema && r.Schema != valueSchema, r.State != stateHeld && r.State != stateFree, r.Nonce == "",
+			r.TTLMillis <= 0, r.ttl() > maxTTL, r.held() && r.Generation == 0, len(r.Value) > MaxValueLen:
 			t.Fatalf("decodeRecord() accepted a record breaking the invariants: %+v", r)
 		}
 		enc := encodeRecord(r)
@@ -71,8 +76,23 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err != nil {
 			t.Fatalf("decodeRecord(encodeRecord(%+v)) = %v; want it accepted", r, err)
 		}
-		if !sameRecord(r, r2) {
-			t.Fatalf("round trip changed the record:\n%+v\n%+v", r, r2)
+		// What encoding changes: a free record loses its value, and the
+		// schema says whether there is one.
+		want := *r
+		if !want.held() {
+			want.Value = ""
+		}
+		want.Schema = recordSchema
+		if want.Value != "" {
+			want.Schema = valueSchema
+		}
+		if !sameRecord(&want, r2) {
+			t.Fatalf("round trip changed the record:\n%+v\n%+v", &want, r2)
+		}
+		// Unknown fields come back as they were, or (when they would not
+		// fit in maxRecordSize) not at all.
+		if r2.extra != nil && !maps.EqualFunc(r.extra, r2.extra, func(a, b json.RawMessage) bool { return bytes.Equal(a, b) }) {
+			t.Fatalf("round trip changed the unknown fields:\n%s\n%s", r.extra, r2.extra)
 		}
 		if enc2 := encodeRecord(r2); !bytes.Equal(enc, enc2) {
 			t.Fatalf("encoding is not stable:\n%s\n%s", enc, enc2)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,7 +24,9 @@ func TestInvalidLockObjects(t *testing.T) {
 	}{
 		{"corrupt", []byte("{not json")},
 		{"foreign JSON", []byte(`{"owner":"someone","expires":"2030-01-01T00:00:00Z"}`)},
-		{"newer schema", []byte(`{"s3lock":2,"state":"held","owner":"x","nonce":"n","generation":3,"ttl_ms":1000,"written_at":"2026-01-01T00:00:00Z"}`)},
+		{"newer schema", []byte(`{"s3lock":3,"state":"held","owner":"x","nonce":"n","generation":3,"ttl_ms":1000,"written_at":"2026-01-01T00:00:00Z"}`)},
+		{"value too long", []byte(`{"s3lock":2,"state":"held","owner":"x","nonce":"n","generation":3,"ttl_ms":1000,"value":"` + strings.Repeat("x", s3lock.MaxValueLen+1) + `"}`)},
+		{"value not a string", []byte(`{"s3lock":2,"state":"held","owner":"x","nonce":"n","generation":3,"ttl_ms":1000,"value":42}`)},
 		{"oversized", bytes.Repeat([]byte("x"), 4096+100)}, // the largest record is 4 KiB
 		{"empty", []byte{}},
 	} {

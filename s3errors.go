@@ -22,6 +22,7 @@ const (
 	failPermanent            // 4xx that retrying cannot fix: the request was not applied
 	failCanceled             // the caller's context ended; the request may have been applied
 	failTransient            // 5xx, throttling, transport: the request may have been applied
+	failNotModified          // 304 to a GET with If-None-Match: the object still has that ETag
 )
 
 // classify tells what an S3 error means for the lock protocol, and returns
@@ -51,6 +52,8 @@ func classify(err error, bucket string) (failure, error) {
 		return failPrecondition, err
 	case code == "ConditionalRequestConflict" || status == http.StatusConflict:
 		return failConflict, err
+	case code == "NotModified" || status == http.StatusNotModified:
+		return failNotModified, err
 	case code == "NoSuchKey" || status == http.StatusNotFound:
 		return failNotFound, err
 	case code == "AccessDenied" || status == http.StatusForbidden:

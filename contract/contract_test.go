@@ -153,6 +153,8 @@ func runAll(t *testing.T, srv *server, facts *factLog) {
 	t.Run("MissingBucket", func(t *testing.T) { missingBucket(t, srv) })
 	t.Run("RawS3", func(t *testing.T) { rawS3(t, srv, facts) })
 	t.Run("Probe", func(t *testing.T) { probe(t, srv, facts) })
+	t.Run("ElectionOneLeader", func(t *testing.T) { electionOneLeader(t, srv, facts) })
+	t.Run("ElectionObserve", func(t *testing.T) { electionObserve(t, srv, facts) })
 }
 
 // probe: the store probe passes (on a store known to race, a failure

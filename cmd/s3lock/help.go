@@ -11,6 +11,7 @@ Usage:
   s3lock status [--json] [flags] s3://bucket/key
   s3lock unlock --force [flags] s3://bucket/key
   s3lock probe [flags] s3://bucket/prefix
+  s3lock watch [--json] [flags] s3://bucket/key
   s3lock completion bash|zsh|fish
   s3lock --version
 
@@ -19,6 +20,7 @@ Commands:
   status      show whether the lock is free or held, by whom, until when
   unlock      break a stale or foreign hold (needs --force)
   probe       check that a store honours conditional writes
+  watch       print a lock's state, then every change, until interrupted
   completion  print a shell completion script (bash, zsh or fish)
 
 Run 's3lock COMMAND --help' for a command's flags and examples.
@@ -98,7 +100,8 @@ s3:GetBucketVersioning and s3:GetLifecycleConfiguration it skips that.
 With --json it prints one object:
   {"url", "bucket", "key", "state": "free"|"held"|"expired", "exists",
    "held", "expired", "owner", "generation", "ttl_ms", "since",
-   "last_modified", "expires_at", "server_time", "etag", "invalid"}
+   "last_modified", "expires_at", "server_time", "etag", "invalid",
+   "value"}
 "expired" means held but not renewed in time: the next contender takes it
 over. Times are RFC 3339 in UTC; absent times are left out.
 `

@@ -6,6 +6,7 @@
 //	s3lock status [--json] s3://bucket/key
 //	s3lock unlock --force s3://bucket/key
 //	s3lock probe s3://bucket/prefix
+//	s3lock watch [--json] s3://bucket/key
 //	s3lock completion bash|zsh|fish
 //
 // Run "s3lock --help" for the exit codes and "s3lock COMMAND --help" for each
@@ -81,12 +82,12 @@ func newRoot(sio streams) *cobra.Command {
 		// unknown command, none a missing one.
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usageErr("unknown command %q (commands: run, status, unlock, probe); see 's3lock --help'", args[0])
+				return usageErr("unknown command %q (commands: run, status, unlock, probe, watch); see 's3lock --help'", args[0])
 			}
 			return nil
 		},
 		RunE: func(*cobra.Command, []string) error {
-			return usageErr("missing command (run, status, unlock or probe); see 's3lock --help'")
+			return usageErr("missing command (run, status, unlock, probe or watch); see 's3lock --help'")
 		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -107,6 +108,7 @@ func newRoot(sio streams) *cobra.Command {
 		newStatusCommand(sio),
 		newUnlockCommand(sio),
 		newProbeCommand(sio),
+		newWatchCommand(sio),
 		newCompletionCommand(),
 		&cobra.Command{
 			Use:    "version",

@@ -43,6 +43,7 @@ type runOpts struct {
 	failTimeout  time.Duration
 	verbose      bool
 	tele         telemetryFlags // --log-format, --stats
+	value        string
 }
 
 // waitFlag is --wait: unset means wait for as long as it takes.
@@ -96,6 +97,7 @@ func newRunCommand(sio streams) *cobra.Command {
 	fs.DurationVar(&o.failTimeout, "failure-timeout", defaultFailureTimeout, "exit 69 once S3 has failed for `duration` without a break while waiting, whatever --wait says")
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log every S3 write of the lock on stderr")
 	o.tele.register(c)
+	fs.StringVar(&o.value, "value", "", "publish `text` with the hold (at most 1024 bytes), shown by status and watch")
 	o.aws.register(c)
 	c.Args = func(c *cobra.Command, args []string) error {
 		_, _, err := o.target(c, args)
@@ -228,6 +230,9 @@ func (o *runOpts) mutexOptions(stderr io.Writer) []s3lock.Option {
 	}
 	if o.aws.bucketOwner != "" {
 		opts = append(opts, s3lock.WithExpectedBucketOwner(o.aws.bucketOwner))
+	}
+	if o.value != "" {
+		opts = append(opts, s3lock.WithValue(o.value))
 	}
 	return opts
 }

@@ -70,6 +70,7 @@ type statusJSON struct {
 	ServerTime   time.Time `json:"server_time,omitzero"`
 	ETag         string    `json:"etag,omitempty"`
 	Invalid      string    `json:"invalid,omitempty"`
+	Value        string    `json:"value,omitempty"` // what the holder published (run --value)
 }
 
 func toJSON(u s3URL, st *s3lock.LockStatus) statusJSON {
@@ -79,6 +80,7 @@ func toJSON(u s3URL, st *s3lock.LockStatus) statusJSON {
 		Generation: st.Generation, TTLMillis: st.TTL.Milliseconds(),
 		Since: st.AcquiredAt.UTC(), LastModified: st.LastModified.UTC(),
 		ExpiresAt: st.ExpiresAt.UTC(), ServerTime: st.ServerTime.UTC(), ETag: st.ETag,
+		Value: st.Value,
 	}
 	if st.Invalid != nil {
 		j.Invalid = st.Invalid.Error()
@@ -124,6 +126,9 @@ func describe(w io.Writer, u s3URL, st *s3lock.LockStatus) {
 	if st.Invalid == nil {
 		fmt.Fprintf(w, "  owner:       %s\n", st.Owner)
 		fmt.Fprintf(w, "  generation:  %d\n", st.Generation)
+	}
+	if st.Value != "" {
+		fmt.Fprintf(w, "  value:       %q\n", st.Value)
 	}
 	if !st.AcquiredAt.IsZero() {
 		fmt.Fprintf(w, "  since:       %s (the holder's clock)\n", st.AcquiredAt.UTC().Format(timeFormat))

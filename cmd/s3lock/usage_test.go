@@ -114,8 +114,8 @@ func TestHelpAndVersion(t *testing.T) {
 			commands[c.Name()] = c.Flags()
 		}
 	}
-	if len(commands) != 5 {
-		t.Errorf("commands = %v; want run, status, unlock, probe and completion", commands)
+	if len(commands) != 6 {
+		t.Errorf("commands = %v; want run, status, unlock, probe, watch and completion", commands)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -149,7 +149,7 @@ func TestHelpAndVersion(t *testing.T) {
 	if r.code != 0 {
 		t.Errorf("--help: exit code %d", r.code)
 	}
-	for _, s := range []string{"s3lock run", "s3lock status", "s3lock unlock", "s3lock probe", "s3lock completion", "Exit codes:", "\n  69 ", "\n  75 ", "\n  76 ", "\n  2 "} {
+	for _, s := range []string{"s3lock run", "s3lock status", "s3lock unlock", "s3lock probe", "s3lock watch", "s3lock completion", "Exit codes:", "\n  69 ", "\n  75 ", "\n  76 ", "\n  2 "} {
 		if !strings.Contains(r.stdout, s) {
 			t.Errorf("--help lacks %q", s)
 		}
