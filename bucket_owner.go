@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
@@ -120,8 +119,7 @@ func (c *ownerPinned) GetBucketLifecycleConfiguration(ctx context.Context, in *s
 // bucket belongs to another account (and also when the caller lacks the
 // permission: S3 does not say which).
 func (c *ownerPinned) explain(err error, bucket *string) error {
-	var re *awshttp.ResponseError
-	if err == nil || !errors.As(err, &re) || re.HTTPStatusCode() != http.StatusForbidden {
+	if err == nil || httpStatus(err) != http.StatusForbidden {
 		return err
 	}
 	name := ""

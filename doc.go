@@ -138,11 +138,10 @@
 // conditional write into the held record; the holder's release then
 // leaves the free record to that waiter alone for up to 2 seconds. Polls
 // are paced to the expected end of each hold, and are never more than one
-// retry interval apart. In the tests (Mutex values, goroutines sharing one
-// Mutex, and processes once all have started, with holds of 100 and 300 ms
-// at default options) and the benchmarks (8 and 32 processes, holds of 0,
-// 100 ms and 1 s), no waiter saw more than 2 × the number of contenders
-// grants go to others. Where that stops:
+// retry interval apart. Turns are a policy, not a safety property: how
+// many grants a waiter saw go to others in the tests and benchmarks is in
+// BENCHMARKS.md ("How often a waiter is passed over"). Turns have these
+// limits:
 //
 //   - TryLock ignores reservations: it takes a free lock whenever it finds
 //     one.

@@ -44,9 +44,9 @@ type Leader struct {
 	// Token is the fencing token of the term: larger than that of every
 	// earlier term (and every earlier Mutex hold) on this key.
 	Token uint64
-	// AcquiredAt is when the term began, by the leader's own clock (for
+	// Since is when the term began, by the leader's own clock (for
 	// humans; zero when unknown).
-	AcquiredAt time.Time
+	Since time.Time
 	// LastModified is when the leader last wrote its record (its grant,
 	// a renewal or a Proclaim), by S3's clock, to the second.
 	LastModified time.Time
@@ -284,7 +284,7 @@ func (lm *lockObject) leaderOf(s *snapshot) (Leader, time.Duration, error) {
 		Owner:        owner,
 		Value:        s.rec.Value,
 		Token:        s.rec.Generation,
-		AcquiredAt:   s.rec.AcquiredAt,
+		Since:        s.rec.AcquiredAt,
 		LastModified: s.lastModified,
 		TTL:          s.rec.ttl(),
 	}, left, nil

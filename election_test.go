@@ -148,8 +148,8 @@ func TestElectionObserveSequence(t *testing.T) {
 	}
 	first := next(t, ch, wait)
 	wantState(t, first, "a", "a:1", 1)
-	if first.LastModified.IsZero() || first.TTL != s3lock.DefaultTTL || first.AcquiredAt.IsZero() {
-		t.Errorf("Leader = %+v; want LastModified, AcquiredAt and TTL %v", first, s3lock.DefaultTTL)
+	if first.LastModified.IsZero() || first.TTL != s3lock.DefaultTTL || first.Since.IsZero() {
+		t.Errorf("Leader = %+v; want LastModified, Since and TTL %v", first, s3lock.DefaultTTL)
 	}
 	if err := a.Proclaim(ctx, "a:2"); err != nil {
 		t.Fatalf("a.Proclaim() = %v", err)

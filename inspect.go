@@ -29,15 +29,26 @@ type LockStatus struct {
 	// Value is what the holder published with its hold (see [WithValue]
 	// and [Election.Campaign]); "" when none.
 	Value string
-	// AcquiredAt is when the holder acquired it, by the holder's clock.
-	AcquiredAt time.Time
+	// Since is when the holder acquired the lock, by the holder's own
+	// clock (for humans; zero when unknown or not held). It is the Since
+	// a [LockedError] reports for the same hold.
+	Since time.Time
+	// Until is the earliest end of the lease by S3's clock: TTL after the
+	// holder's last write (its Last-Modified, which a waiter's reservation
+	// in the record does not move), zero when not held. It is the Until a
+	// [LockedError] reports for the same hold.
+	Until time.Time
 	// LastModified and ServerTime are S3's clock: when the object was last
 	// written, and the Date of the answer.
 	LastModified time.Time
 	ServerTime   time.Time
-	// ExpiresAt is the earliest end of the lease by S3's clock: TTL after
-	// the holder's last write (its Last-Modified, which a waiter's
-	// reservation in the record does not move), zero when not held.
+	// AcquiredAt is Since under its old name.
+	//
+	// Deprecated: use Since.
+	AcquiredAt time.Time
+	// ExpiresAt is Until under its old name.
+	//
+	// Deprecated: use Until.
 	ExpiresAt time.Time
 	// Invalid is why the object is not an s3lock record, when it is not.
 	Invalid error
@@ -147,16 +158,17 @@ func (lm *lockObject) status(s *snapshot) *LockStatus {
 	ttl := s.holdTTL(lm.ttl)
 	st.Generation, st.TTL = s.generation(), ttl
 	if s.rec != nil {
-		st.Owner, st.AcquiredAt = s.rec.Owner, s.rec.AcquiredAt
+		st.Owner, st.Since = s.rec.Owner, s.rec.AcquiredAt
 		st.Value = s.rec.Value
 		st.Held = s.rec.held()
 	} else {
 		st.Held = true
 	}
 	if st.Held {
-		st.ExpiresAt = s.expiresAt(ttl)
+		st.Until = s.expiresAt(ttl)
 		left, ok := s.untilExpiredByS3(ttl + lm.margin)
 		st.Expired = ok && left <= 0
 	}
+	st.AcquiredAt, st.ExpiresAt = st.Since, st.Until
 	return st
 }

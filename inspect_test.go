@@ -116,3 +116,39 @@ func TestForceUnlockAppliedWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestInspectSinceUntil: LockStatus names a hold's start and earliest end
+// Since and Until, as LockedError does: for the same hold they equal the
+// LockedError's Since and Until and the deprecated AcquiredAt and
+// ExpiresAt. Once the lock is released, all four are zero.
+func TestInspectSinceUntil(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "locks/since-until"
+	holder := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(time.Minute))
+	if err := holder.TryLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	le := wantLocked(t, newMutex(t, srv.Client(), srv.Bucket(), key).TryLock(ctx))
+	st := lockState(t, srv, key)
+	if st.Since.IsZero() || st.Until.IsZero() {
+		t.Fatalf("Inspect() of a held lock: Since = %v, Until = %v; want both set", st.Since, st.Until)
+	}
+	if !st.Until.After(st.Since) {
+		t.Errorf("Inspect(): Until = %v; want it after Since = %v", st.Until, st.Since)
+	}
+	if !st.Since.Equal(le.Since) || !st.Until.Equal(le.Until) {
+		t.Errorf("Inspect(): Since, Until = %v, %v; LockedError for the same hold: %v, %v; want equal", st.Since, st.Until, le.Since, le.Until)
+	}
+	if !st.AcquiredAt.Equal(st.Since) || !st.ExpiresAt.Equal(st.Until) {
+		t.Errorf("Inspect(): AcquiredAt, ExpiresAt = %v, %v; want Since, Until = %v, %v", st.AcquiredAt, st.ExpiresAt, st.Since, st.Until)
+	}
+	if err := holder.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st = lockState(t, srv, key)
+	if !st.Since.IsZero() || !st.Until.IsZero() || !st.AcquiredAt.IsZero() || !st.ExpiresAt.IsZero() {
+		t.Errorf("Inspect() of a released lock: Since %v, Until %v, AcquiredAt %v, ExpiresAt %v; want all zero",
+			st.Since, st.Until, st.AcquiredAt, st.ExpiresAt)
+	}
+}

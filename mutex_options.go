@@ -77,7 +77,9 @@ type options struct {
 // WithTTL sets the lock timeout: how long a hold lasts after its last
 // successful write unless it is renewed or released. Contenders take over
 // a hold only after it has been unchanged in S3 for longer than its TTL
-// plus a margin. It must be positive and at most 7 days.
+// plus a margin. It must be at least 1 ms and at most 7 days (the lock
+// record keeps whole milliseconds: a fraction of one is dropped); New
+// returns an error matching [ErrInvalidArgument] otherwise.
 // The default is [DefaultTTL].
 func WithTTL(ttl time.Duration) Option {
 	return func(o *options) { o.ttl = ttl }

@@ -5,13 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
 )
 
-// failure classifies an error returned by an S3 call. This is the one place
-// where SDK errors are mapped.
+// failure classifies an error returned by an S3 call. This file is the one
+// place where SDK errors are unpacked: other files ask classify, httpStatus,
+// errorCode, refusedOperation or describe.
 type failure int
 
 const (
@@ -35,16 +37,7 @@ func classify(err error, bucket string) (failure, error) {
 	if errors.As(err, &canceled) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return failCanceled, err
 	}
-	status := 0
-	var respErr *awshttp.ResponseError
-	if errors.As(err, &respErr) {
-		status = respErr.HTTPStatusCode()
-	}
-	code := ""
-	var apiErr smithy.APIError
-	if errors.As(err, &apiErr) {
-		code = apiErr.ErrorCode()
-	}
+	status, code := httpStatus(err), errorCode(err)
 	switch {
 	case code == "NoSuchBucket":
 		return failPermanent, fmt.Errorf("%w: %q: %w", ErrBucketNotFound, bucket, err)
@@ -80,3 +73,52 @@ func isPermanent(err error) bool {
 // errPermanentS3 marks other 4xx answers (bad request, invalid key...) that
 // a retry would only repeat.
 var errPermanentS3 = errors.New("s3lock: request rejected by S3")
+
+// httpStatus returns the HTTP status of the S3 answer behind err, or 0 when
+// err carries none (a transport error, a cancelled context, nil).
+func httpStatus(err error) int {
+	var respErr *awshttp.ResponseError
+	if errors.As(err, &respErr) {
+		return respErr.HTTPStatusCode()
+	}
+	return 0
+}
+
+// errorCode returns the S3 error code behind err ("NoSuchKey",
+// "PreconditionFailed"...), or "" when err carries none.
+func errorCode(err error) string {
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode()
+	}
+	return ""
+}
+
+// refusedOperation reports whether S3 refused the request itself rather
+// than failing it: the caller lacks the permission (403 AccessDenied) or
+// the store does not implement or allow the operation (501, 405). An
+// optional check meeting it can be skipped; retrying cannot help.
+func refusedOperation(err error) bool {
+	switch status, code := httpStatus(err), errorCode(err); {
+	case status == http.StatusForbidden, status == http.StatusNotImplemented, status == http.StatusMethodNotAllowed:
+		return true
+	default:
+		return code == "AccessDenied" || code == "NotImplemented"
+	}
+}
+
+// describe renders an S3 error as the status and code seen ("412
+// PreconditionFailed"), or as "error: " and its text when it carries
+// neither.
+func describe(err error) string {
+	status, code := httpStatus(err), errorCode(err)
+	switch {
+	case status != 0 && code != "":
+		return strconv.Itoa(status) + " " + code
+	case status != 0:
+		return strconv.Itoa(status)
+	case code != "":
+		return code
+	}
+	return "error: " + err.Error()
+}

@@ -3,6 +3,7 @@ package s3lock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -134,5 +135,48 @@ func TestBodyReadFailureIsUnavailable(t *testing.T) {
 	t.Logf("Lock() = %v", err)
 	if !errors.Is(err, ErrUnavailable) {
 		t.Errorf("Lock() after WithFailureTimeout = %v; want it to match ErrUnavailable", err)
+	}
+}
+
+// TestClassifyHelpers: httpStatus, errorCode, refusedOperation and describe
+// find the status and code of an SDK error however deeply it is wrapped,
+// and report none for errors that carry none.
+func TestClassifyHelpers(t *testing.T) {
+	tests := []struct {
+		name     string
+		err      error
+		status   int
+		code     string
+		refused  bool
+		describe string
+	}{
+		{name: "412", err: apiError(412, "PreconditionFailed"), status: 412, code: "PreconditionFailed", describe: "412 PreconditionFailed"},
+		{name: "wrapped 403", err: fmt.Errorf("put: %w", apiError(403, "AccessDenied")), status: 403, code: "AccessDenied", refused: true, describe: "403 AccessDenied"},
+		{name: "501", err: apiError(501, "NotImplemented"), status: 501, code: "NotImplemented", refused: true, describe: "501 NotImplemented"},
+		{name: "405", err: apiError(405, "MethodNotAllowed"), status: 405, code: "MethodNotAllowed", refused: true, describe: "405 MethodNotAllowed"},
+		{name: "code alone", err: apiError(0, "AccessDenied"), code: "AccessDenied", refused: true, describe: "AccessDenied"},
+		{name: "404", err: apiError(404, "NoSuchKey"), status: 404, code: "NoSuchKey", describe: "404 NoSuchKey"},
+		{name: "503", err: apiError(503, "SlowDown"), status: 503, code: "SlowDown", describe: "503 SlowDown"},
+		{name: "transport", err: io.ErrUnexpectedEOF, describe: "error: unexpected EOF"},
+		{name: "nil"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := httpStatus(tt.err); got != tt.status {
+				t.Errorf("httpStatus(%v) = %d; want %d", tt.err, got, tt.status)
+			}
+			if got := errorCode(tt.err); got != tt.code {
+				t.Errorf("errorCode(%v) = %q; want %q", tt.err, got, tt.code)
+			}
+			if got := refusedOperation(tt.err); got != tt.refused {
+				t.Errorf("refusedOperation(%v) = %v; want %v", tt.err, got, tt.refused)
+			}
+			if tt.err == nil {
+				return
+			}
+			if got := describe(tt.err); got != tt.describe {
+				t.Errorf("describe(%v) = %q; want %q", tt.err, got, tt.describe)
+			}
+		})
 	}
 }

@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/aws/smithy-go"
 )
 
 // bucketConfigAPI is the optional part of a client that [CheckVersioning]
@@ -118,7 +115,7 @@ func CheckVersioning(ctx context.Context, client S3API, bucket, prefix string) (
 	}
 	lc, err := bc.GetBucketLifecycleConfiguration(ctx, &s3.GetBucketLifecycleConfigurationInput{Bucket: &bucket})
 	if err != nil {
-		if apiCode(err) == "NoSuchLifecycleConfiguration" {
+		if errorCode(err) == "NoSuchLifecycleConfiguration" {
 			return r, nil
 		}
 		return r.skip("GetBucketLifecycleConfiguration", err)
@@ -137,28 +134,12 @@ func CheckVersioning(ctx context.Context, client S3API, bucket, prefix string) (
 
 // skip turns an error the check can live without into Skipped.
 func (r *VersioningReport) skip(op string, err error) (*VersioningReport, error) {
-	status := 0
-	var re *awshttp.ResponseError
-	if errors.As(err, &re) {
-		status = re.HTTPStatusCode()
-	}
-	switch {
-	case errors.Is(err, errClientLacks),
-		status == http.StatusForbidden, status == http.StatusNotImplemented, status == http.StatusMethodNotAllowed,
-		apiCode(err) == "AccessDenied", apiCode(err) == "NotImplemented":
+	if errors.Is(err, errClientLacks) || refusedOperation(err) {
 		r.Skipped = fmt.Errorf("%s: %w", op, err)
 		return r, nil
 	}
 	_, mapped := classify(err, r.Bucket)
 	return nil, fmt.Errorf("s3lock: checking versioning of bucket %q: %s: %w", r.Bucket, op, mapped)
-}
-
-func apiCode(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
 }
 
 // expiresNoncurrent reports whether rule is enabled, expires noncurrent

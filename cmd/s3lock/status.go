@@ -78,8 +78,8 @@ func toJSON(u s3URL, st *s3lock.LockStatus) statusJSON {
 		URL: u.String(), Bucket: st.Bucket, Key: st.Key, State: stateOf(st),
 		Exists: st.Exists, Held: st.Held, Expired: st.Expired, Owner: st.Owner,
 		Generation: st.Generation, TTLMillis: st.TTL.Milliseconds(),
-		Since: st.AcquiredAt.UTC(), LastModified: st.LastModified.UTC(),
-		ExpiresAt: st.ExpiresAt.UTC(), ServerTime: st.ServerTime.UTC(), ETag: st.ETag,
+		Since: st.Since.UTC(), LastModified: st.LastModified.UTC(),
+		ExpiresAt: st.Until.UTC(), ServerTime: st.ServerTime.UTC(), ETag: st.ETag,
 		Value: st.Value,
 	}
 	if st.Invalid != nil {
@@ -130,22 +130,22 @@ func describe(w io.Writer, u s3URL, st *s3lock.LockStatus) {
 	if st.Value != "" {
 		fmt.Fprintf(w, "  value:       %q\n", st.Value)
 	}
-	if !st.AcquiredAt.IsZero() {
-		fmt.Fprintf(w, "  since:       %s (the holder's clock)\n", st.AcquiredAt.UTC().Format(timeFormat))
+	if !st.Since.IsZero() {
+		fmt.Fprintf(w, "  since:       %s (the holder's clock)\n", st.Since.UTC().Format(timeFormat))
 	}
 	if !st.LastModified.IsZero() {
 		fmt.Fprintf(w, "  last write:  %s (S3's clock)\n", st.LastModified.UTC().Format(timeFormat))
 	}
-	if !st.ExpiresAt.IsZero() {
+	if !st.Until.IsZero() {
 		rel := ""
 		if !st.ServerTime.IsZero() {
-			if d := st.ExpiresAt.Sub(st.ServerTime); d > 0 {
+			if d := st.Until.Sub(st.ServerTime); d > 0 {
 				rel = fmt.Sprintf("; in %v unless renewed", d)
 			} else {
 				rel = fmt.Sprintf("; %v ago", -d)
 			}
 		}
-		fmt.Fprintf(w, "  expires:     %s (S3's clock%s)\n", st.ExpiresAt.UTC().Format(timeFormat), rel)
+		fmt.Fprintf(w, "  expires:     %s (S3's clock%s)\n", st.Until.UTC().Format(timeFormat), rel)
 	}
 	if st.TTL > 0 {
 		fmt.Fprintf(w, "  ttl:         %v\n", st.TTL)

@@ -70,14 +70,14 @@ func TestStatusAndUnlock(t *testing.T) {
 	}
 	want := inspect(t, h, key)
 	r = h.run(nil, "status", h.url(key))
-	for _, s := range []string{h.url(key) + ": held", "owner:       lib-holder", "generation:  1", "expires:     " + want.ExpiresAt.UTC().Format(time.RFC3339), "ttl:         30s"} {
+	for _, s := range []string{h.url(key) + ": held", "owner:       lib-holder", "generation:  1", "expires:     " + want.Until.UTC().Format(time.RFC3339), "ttl:         30s"} {
 		if !strings.Contains(r.stdout, s) {
 			t.Errorf("status of a held lock: stdout %q lacks %q", r.stdout, s)
 		}
 	}
 	j := statusJSONOf(t, h, key)
 	if j.State != "held" || !j.Held || j.Expired || !j.Exists || j.Owner != "lib-holder" || j.Generation != 1 ||
-		j.TTLMillis != 30000 || j.ETag != want.ETag || !j.ExpiresAt.Equal(want.ExpiresAt) ||
+		j.TTLMillis != 30000 || j.ETag != want.ETag || !j.ExpiresAt.Equal(want.Until) ||
 		!j.LastModified.Equal(want.LastModified) || j.Since.IsZero() || j.ServerTime.IsZero() {
 		t.Errorf("status --json of a held lock = %+v; want it to match %+v", j, want)
 	}

@@ -52,11 +52,11 @@ func (o *unlockOpts) run(ctx context.Context, t target, sio streams) error {
 		return s3Error(err)
 	}
 	fmt.Fprintf(sio.stdout, "broke the hold of %s on %s: generation %d", holderName(broken), u, broken.Generation)
-	if !broken.AcquiredAt.IsZero() {
-		fmt.Fprintf(sio.stdout, ", held since %s", broken.AcquiredAt.UTC().Format(timeFormat))
+	if !broken.Since.IsZero() {
+		fmt.Fprintf(sio.stdout, ", held since %s", broken.Since.UTC().Format(timeFormat))
 	}
-	if !broken.ExpiresAt.IsZero() {
-		fmt.Fprintf(sio.stdout, ", expiring %s (S3's clock)", broken.ExpiresAt.UTC().Format(timeFormat))
+	if !broken.Until.IsZero() {
+		fmt.Fprintf(sio.stdout, ", expiring %s (S3's clock)", broken.Until.UTC().Format(timeFormat))
 	}
 	if broken.Expired {
 		fmt.Fprint(sio.stdout, "; it had expired")
