@@ -3,6 +3,7 @@ package s3lock
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -158,4 +159,38 @@ func TestReservationKeepsLeaseStart(t *testing.T) {
 		t.Fatalf("TryLock() at the holder's write + TTL + margins = %v; want the lock, dated from the holder's write", err)
 	}
 	late.Unlock(ctx)
+}
+
+// TestOwnWriteClockEvidence: a read that shows the version our last write
+// left is evidence about S3's clock: its Last-Modified against our write's
+// answer Date, and the read's own Date against both. A Date ahead on the
+// write's answer or on the read's answer withdraws trust.
+func TestOwnWriteClockEvidence(t *testing.T) {
+	written := time.Now().Truncate(time.Second)
+	for _, tc := range []struct {
+		name                string
+		writeDate, readDate time.Time
+		trusted             bool
+	}{
+		{"one clock", written, written, true},
+		{"write answered an hour ahead", written.Add(time.Hour), written.Add(time.Hour), false},
+		{"read answered an hour ahead", written, written.Add(time.Hour), false},
+		{"Date behind", written.Add(-2 * time.Second), written.Add(-time.Second), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lm := &lockObject{margin: DefaultExpiryMargin, log: slog.New(slog.DiscardHandler)}
+			lm.noteWrite(`"ours"`, tc.writeDate)
+			lm.checkOwnWrite(&snapshot{exists: true, etag: `"ours"`, lastModified: written, serverDate: tc.readDate, seenAt: time.Now()})
+			if got := lm.clockTrusted(); got != tc.trusted {
+				t.Errorf("clockTrusted() = %v; want %v", got, tc.trusted)
+			}
+			// A read of another version says nothing.
+			other := &lockObject{margin: DefaultExpiryMargin, log: slog.New(slog.DiscardHandler)}
+			other.noteWrite(`"ours"`, tc.writeDate)
+			other.checkOwnWrite(&snapshot{exists: true, etag: `"theirs"`, lastModified: written, serverDate: tc.readDate, seenAt: time.Now()})
+			if other.clockTrusted() {
+				t.Error("clockTrusted() after reading another version = true; want false")
+			}
+		})
+	}
 }

@@ -64,6 +64,7 @@ type clockTrust struct {
 	// read showing that version is evidence about the clock.
 	writeETag string
 	writeDate time.Time
+	writeAt   time.Time // monotonic: when that answer arrived
 }
 
 // clockAgrees reports whether a write's answer dated date and its
@@ -103,19 +104,33 @@ func (lm *lockObject) noteClock(date, lastModified time.Time) bool {
 func (lm *lockObject) noteWrite(etag string, date time.Time) {
 	lm.s3clock.mu.Lock()
 	defer lm.s3clock.mu.Unlock()
-	lm.s3clock.writeETag, lm.s3clock.writeDate = etag, date
+	lm.s3clock.writeETag, lm.s3clock.writeDate, lm.s3clock.writeAt = etag, date, time.Now()
 }
 
 // checkOwnWrite compares the Date of our last write's answer with the
 // Last-Modified of s, when s is the version that write left.
 func (lm *lockObject) checkOwnWrite(s *snapshot) {
 	lm.s3clock.mu.Lock()
-	etag, date := lm.s3clock.writeETag, lm.s3clock.writeDate
+	etag, date, at := lm.s3clock.writeETag, lm.s3clock.writeDate, lm.s3clock.writeAt
 	lm.s3clock.mu.Unlock()
 	if etag == "" || s.etag != etag || date.IsZero() || s.lastModified.IsZero() {
 		return
 	}
-	lm.noteClock(date, s.lastModified)
+	lm.noteClock(laterDate(date, s.serverDate, s.seenAt.Sub(at)), s.lastModified)
+}
+
+// laterDate returns the Date of a write's answer, or that of a later
+// read's answer taken back by the time between the two answers (elapsed,
+// and a second of truncation) if that is later: a read dated further
+// ahead than the write is dated by another clock, and must not agree.
+func laterDate(writeDate, readDate time.Time, elapsed time.Duration) time.Time {
+	if readDate.IsZero() {
+		return writeDate
+	}
+	if back := readDate.Add(-elapsed - time.Second); back.After(writeDate) {
+		return back
+	}
+	return writeDate
 }
 
 // wantsClockCheck reports whether checking S3's clock could change the
@@ -176,8 +191,9 @@ func (lm *lockObject) noteClockFailure(err error) {
 }
 
 // measureClock PUTs a small object at key and reads it back. It returns the
-// Date of the PUT's answer and the Last-Modified the read reports for that
-// write. Both requests are reported to the hooks as requests of the lock.
+// Date of the PUT's answer (or the read's, taken back by the time between
+// the two answers, if that is later) and the Last-Modified the read
+// reports for that write. Both requests are reported to the hooks as requests of the lock.
 func (lm *lockObject) measureClock(ctx context.Context, key string) (date, lastModified time.Time, err error) {
 	client, bucket := lm.client, lm.bucket
 	body := []byte("s3lock clock check " + newNonce() + "; safe to delete\n")
@@ -196,6 +212,7 @@ func (lm *lockObject) measureClock(ctx context.Context, key string) (date, lastM
 		return date, lastModified, fmt.Errorf("s3lock: clock check: writing s3://%s/%s: %w", bucket, key, mapped)
 	}
 	date = responseDate(out.ResultMetadata)
+	answered := time.Now()
 	sent = lm.hooks.now()
 	get, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
 	lm.hooks.request(ctx, lm, http.MethodGet, sent, err)
@@ -213,5 +230,10 @@ func (lm *lockObject) measureClock(ctx context.Context, key string) (date, lastM
 	case date.IsZero() || get.LastModified == nil:
 		return date, lastModified, fmt.Errorf("s3lock: clock check: the store sent no Date or no Last-Modified")
 	}
+	// The read's answer must be dated by the same clock as the write's:
+	// taken back by the time between the two answers (and a second of
+	// truncation), its Date is not later than the write's. A read dated
+	// further ahead counts as the write's Date, so it cannot agree.
+	date = laterDate(date, responseDate(get.ResultMetadata), time.Since(answered))
 	return date, *get.LastModified, nil
 }

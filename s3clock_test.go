@@ -145,3 +145,32 @@ func TestTakeoverOfAbandonedLock(t *testing.T) {
 		})
 	}
 }
+
+// TestDateAheadOnReadsOnly: a gateway that dates only its GET answers an
+// hour ahead (its PUT answers agree with Last-Modified) must not win a
+// contender's trust either: the clock check compares the read's Date too.
+func TestDateAheadOnReadsOnly(t *testing.T) {
+	readsAhead := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet {
+				w.Header().Set("Date", time.Now().Add(time.Hour).UTC().Format(http.TimeFormat))
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	srv := s3locktest.New(t, s3locktest.WithMiddleware(readsAhead))
+	key := "locks/reads-ahead"
+	ctx := context.Background()
+	holder := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(20*time.Second))
+	if err := holder.TryLock(ctx); err != nil {
+		t.Fatalf("holder TryLock() = %v", err)
+	}
+	defer holder.Unlock(ctx)
+	contender := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(20*time.Second))
+	if err := contender.TryLock(ctx); !errors.Is(err, s3lock.ErrLocked) {
+		if err == nil {
+			contender.Unlock(ctx)
+		}
+		t.Fatalf("fresh contender's TryLock() behind a gateway dating reads an hour ahead = %v; want ErrLocked", err)
+	}
+}
