@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,6 +52,52 @@ func TestRedteamDateAheadOnReadsOnly(t *testing.T) {
 	if err == nil {
 		contender.Unlock(ctx)
 		t.Fatalf("two holders: a fresh contender took a live 20s hold at once (holder's hold: %v)", context.Cause(holder.Context()))
+	}
+	var le *s3lock.LockedError
+	if !errors.As(err, &le) {
+		t.Fatalf("contender TryLock() = %v; want a *LockedError", err)
+	}
+}
+
+// TestRedteamDateStepsAheadWhileTrusted: S3's clock is trusted for 15
+// minutes after one agreement, with no further look at the Dates it then
+// acts on. A contender that checked the clock (taking over a long-dead
+// hold) keeps trusting it after the gateway's Date steps an hour ahead (an
+// NTP step, or a request now routed to another front end); a contender
+// that only reads makes no write that could show the disagreement, and
+// takes a live 20 s hold at once. Severity: safety (two holders) on a
+// store whose Date goes wrong after the check.
+func TestRedteamDateStepsAheadWhileTrusted(t *testing.T) {
+	var ahead atomic.Int64
+	srv := s3locktest.New(t, s3locktest.WithMiddleware(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Date", time.Now().Add(time.Duration(ahead.Load())).UTC().Format(http.TimeFormat))
+			next.ServeHTTP(w, r)
+		})
+	}))
+	key := "locks/redteam-date-steps"
+	ctx := context.Background()
+	if err := srv.PutObject(ctx, key, []byte(`{"s3lock":1,"state":"held","owner":"dead","nonce":"dead1","generation":1,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00Z"}`)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second + s3lock.DefaultExpiryMargin + 2*time.Second)
+	contender := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(time.Second))
+	if err := contender.TryLock(ctx); err != nil {
+		t.Fatalf("TryLock() of a hold dead for 4s with a 1s TTL, Date in step = %v; want the lock (clock check)", err)
+	}
+	if err := contender.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	holder := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(20*time.Second))
+	if err := holder.TryLock(ctx); err != nil {
+		t.Fatalf("holder TryLock() = %v", err)
+	}
+	defer holder.Unlock(ctx)
+	ahead.Store(int64(time.Hour))
+	err := contender.TryLock(ctx)
+	if err == nil {
+		contender.Unlock(ctx)
+		t.Fatalf("two holders: after S3's Date stepped an hour ahead, a contender that had checked it earlier took a live 20s hold at once")
 	}
 	var le *s3lock.LockedError
 	if !errors.As(err, &le) {
