@@ -114,3 +114,77 @@ func TestRedteamAmbiguousRenewalLeaseStartSticks(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 }
+
+// TestRedteamWithdrawLeavesOthersAlone: a Lock that gave up withdraws its
+// reservation only while the record still names it: not after an older
+// waiter took the reservation over, and not over a new holder's record
+// (a grant since). Passes: withdraw reads first and writes under If-Match.
+func TestRedteamWithdrawLeavesOthersAlone(t *testing.T) {
+	const ttl = 10 * time.Second
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "locks/redteam-withdraw"
+	holder, err := New(srv.Client(), srv.Bucket(), key, WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.TryLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	newWaiter := func() (*Mutex, *waiter) {
+		m, err := New(srv.Client(), srv.Bucket(), key, WithTTL(ttl))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, m.lm.newWaiter(DefaultRetryInterval)
+	}
+	reserve := func(m *Mutex, w *waiter) {
+		s, err := m.lm.read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.lm.reserve(ctx, s, w)
+		if !w.reserved {
+			t.Fatal("the reservation did not land")
+		}
+	}
+	a, wa := newWaiter()
+	b, wb := newWaiter()
+	reserve(a, wa)
+	reserve(b, wb) // b takes the reservation over
+	a.lm.withdraw(ctx, wa)
+	s, err := holder.lm.read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.rec.Next != wb.id {
+		t.Fatalf("after a's withdrawal next = %q; want b's %q", s.rec.Next, wb.id)
+	}
+	// The holder releases (keeping b's reservation), b's Lock gives up
+	// only after a new holder (c, by TryLock) has taken the lock.
+	if err := holder.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(srv.Client(), srv.Bucket(), key, WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.TryLock(ctx); err != nil {
+		t.Fatalf("c's TryLock() of the released lock = %v", err)
+	}
+	before, err := c.lm.read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.lm.withdraw(ctx, wb)
+	after, err := c.lm.read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.etag != before.etag {
+		t.Fatalf("b's withdrawal rewrote the new holder's record: %+v -> %+v", before.rec, after.rec)
+	}
+	if err := c.Unlock(ctx); err != nil {
+		t.Fatalf("new holder's Unlock() = %v", err)
+	}
+}
