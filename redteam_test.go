@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -103,4 +104,43 @@ func TestRedteamDateStepsAheadWhileTrusted(t *testing.T) {
 	if !errors.As(err, &le) {
 		t.Fatalf("contender TryLock() = %v; want a *LockedError", err)
 	}
+}
+
+// TestRedteamCancelledClockCheckNotHeldAgainst: a clock check cut short by
+// the caller's own deadline says nothing about S3's clock, but it is
+// counted as a failed check and none is made for a minute: the same
+// process's next TryLock, with time to spare and S3's clock in step, then
+// waits one TTL + margin on its own clock before it takes over a hold
+// abandoned long ago. Severity: liveness (slower takeover for a minute).
+func TestRedteamCancelledClockCheckNotHeldAgainst(t *testing.T) {
+	var slow atomic.Bool
+	srv := s3locktest.New(t, s3locktest.WithMiddleware(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if slow.Load() && r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, ".s3lock-clock") {
+				time.Sleep(500 * time.Millisecond)
+			}
+			next.ServeHTTP(w, r)
+		})
+	}))
+	key := "locks/redteam-cancelled-check"
+	ctx := context.Background()
+	if err := srv.PutObject(ctx, key, []byte(`{"s3lock":1,"state":"held","owner":"dead","nonce":"dead1","generation":1,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00Z"}`)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second + s3lock.DefaultExpiryMargin + 2*time.Second)
+	m := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(time.Second))
+	slow.Store(true)
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err := m.TryLock(short)
+	cancel()
+	if err == nil {
+		m.Unlock(ctx)
+		t.Skip("the first TryLock took the lock: the check was not cut short")
+	}
+	t.Logf("TryLock() with a 200ms deadline during the clock check = %v", err)
+	slow.Store(false)
+	if err := m.TryLock(ctx); err != nil {
+		t.Fatalf("TryLock() with time to spare of a hold dead for 4s (1s TTL), S3's clock in step = %v; want the lock: the check the caller's deadline cut short is held against it", err)
+	}
+	m.Unlock(ctx)
 }
