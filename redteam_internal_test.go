@@ -188,3 +188,75 @@ func TestRedteamWithdrawLeavesOthersAlone(t *testing.T) {
 		t.Fatalf("new holder's Unlock() = %v", err)
 	}
 }
+
+// TestRedteamLateRenewalLeaseStartSticks: the same as
+// TestRedteamAmbiguousRenewalLeaseStartSticks with no 5xx at all: a
+// renewal the client gave up on (its deadline passed) lands late, a
+// waiter reserves over it, and the holder's next renewal (412, read back)
+// adopts the reserved record, lease_start included, and writes it on in
+// every later renewal. Severity: safety (see the other test).
+func TestRedteamLateRenewalLeaseStartSticks(t *testing.T) {
+	const ttl = 3 * time.Second
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "locks/redteam-late-renewal"
+	sc := &scripted{next: srv.Client()}
+	m, err := New(sc, srv.Bucket(), key, WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.TryLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unlock(ctx)
+	l := m.hold
+	waiter, err := New(srv.Client(), srv.Bucket(), key, WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := false
+	sc.mu.Lock()
+	sc.onPut = func(rctx context.Context, in *s3.PutObjectInput, body []byte) (bool, *s3.PutObjectOutput, error) {
+		if done || aws.ToString(in.IfMatch) == "" {
+			return false, nil, nil
+		}
+		done = true
+		<-rctx.Done() // the client gives up; the request is still on its way
+		if _, err := sc.next.PutObject(ctx, copyPut(in, body)); err != nil {
+			t.Errorf("the late renewal: %v", err)
+		}
+		s, err := waiter.lm.read(ctx)
+		if err != nil {
+			t.Error(err)
+			return true, nil, rctx.Err()
+		}
+		w := waiter.lm.newWaiter(DefaultRetryInterval)
+		waiter.lm.reserve(ctx, s, w)
+		if !w.reserved {
+			t.Error("the reservation did not land")
+		}
+		return true, nil, rctx.Err()
+	}
+	sc.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	err = l.renew(rctx)
+	cancel()
+	t.Logf("renewal the client gave up on: %v", err)
+	if !done {
+		t.Fatal("the scripted renewal did not run: the test did not test")
+	}
+	for range 2 {
+		time.Sleep(1100 * time.Millisecond)
+		if err := l.renew(ctx); err != nil {
+			t.Fatalf("renew() = %v", err)
+		}
+	}
+	s, err := waiter.lm.read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.leaseStart().Equal(s.lastModified) {
+		t.Errorf("after the holder's own renewals the record dates its lease from %v, not from its Last-Modified %v: readers see it %v older than it is",
+			s.leaseStart(), s.lastModified, s.lastModified.Sub(s.leaseStart()))
+	}
+}
