@@ -121,8 +121,8 @@ func (lm *lockObject) acquire(ctx context.Context, w *waiter) (*lease, attempt, 
 				return nil, attempt{}, err
 			}
 		}
-		if lm.wantsClockCheck(s) {
-			lm.checkClock(ctx)
+		if lm.wantsClockCheck(s) && !lm.checkClock(ctx) && ctx.Err() != nil {
+			return nil, attempt{}, fmt.Errorf("s3lock: acquiring %s: checking S3's clock: %w", lm.name(), ctx.Err())
 		}
 		claimable, left := lm.judge(s)
 		if !claimable {

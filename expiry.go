@@ -52,7 +52,7 @@ func (lm *lockObject) untilExpired(s *snapshot, ttl time.Duration) time.Duration
 	if since, ok := lm.watch.since(s.versionKey()); ok {
 		left = need - s.seenAt.Sub(since)
 	}
-	if byS3, ok := s.untilExpiredByS3(need); ok && byS3 < left && lm.clockTrusted() {
+	if byS3, ok := s.untilExpiredByS3(need); ok && byS3 < left && lm.clockTrustedFor(s) {
 		left = byS3
 	}
 	return left

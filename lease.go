@@ -254,6 +254,11 @@ func (l *lease) extend(etag string, rec *record, start instant) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.etag, l.rec = etag, *rec
+	// The record read back may carry a waiter's lease_start (it reserved
+	// over our write): our own writes never do, their Last-Modified is the
+	// start of the lease. Writing it on would date the next renewals from
+	// this one.
+	l.rec.LeaseStart = time.Time{}
 	if d := start.mono.Add(l.lm.ttl - drift(l.lm.ttl)); d.After(l.deadline) {
 		l.deadline, l.from = d, start
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -83,8 +84,18 @@ type record struct {
 // knownFields are the JSON names of record's fields. A key that matches
 // one of them regardless of case is not kept as an extra field (encoding/
 // json matches keys case-insensitively, so it was decoded into the field).
-var knownFields = []string{"s3lock", "state", "owner", "nonce", "generation", "ttl_ms",
-	"acquired_at", "written_at", "waited", "next", "next_waited", "value"}
+// They are read from the struct's tags, so that a field added to record is
+// never also kept (stale) as an extra field.
+var knownFields = func() []string {
+	var names []string
+	t := reflect.TypeFor[record]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	return names
+}()
 
 func (r *record) ttl() time.Duration { return time.Duration(r.TTLMillis) * time.Millisecond }
 

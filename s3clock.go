@@ -65,6 +65,10 @@ type clockTrust struct {
 	writeETag string
 	writeDate time.Time
 	writeAt   time.Time // monotonic: when that answer arrived
+	// The Date of the answer that last agreed, and when (monotonic) it
+	// arrived: every later answer's Date must follow the monotonic clock
+	// from there (see trustedFor).
+	agreedDate time.Time
 }
 
 // clockAgrees reports whether a write's answer dated date and its
@@ -73,22 +77,50 @@ func clockAgrees(date, lastModified time.Time, margin time.Duration) bool {
 	return date.Sub(lastModified) <= margin-time.Second
 }
 
-// clockTrusted reports whether the S3-clock rule may be used.
+// clockTrusted reports whether the S3-clock rule may be used at all.
 func (lm *lockObject) clockTrusted() bool {
 	lm.s3clock.mu.Lock()
 	defer lm.s3clock.mu.Unlock()
-	return !lm.s3clock.trustedAt.IsZero() && time.Since(lm.s3clock.trustedAt) < clockTrustFor
+	return lm.s3clock.trusted()
+}
+
+func (ct *clockTrust) trusted() bool {
+	return !ct.trustedAt.IsZero() && time.Since(ct.trustedAt) < clockTrustFor
+}
+
+// clockTrustedFor reports whether the S3-clock rule may be used on s: the
+// clock is trusted, and s's Date is no further ahead of the answer that
+// last agreed than this process's monotonic clock has moved since (plus a
+// second of truncation and 0.1% for clock rates). A Date that jumped
+// ahead since (a gateway switched in, a clock stepped) withdraws trust at
+// once, before a live hold can look expired by it.
+func (lm *lockObject) clockTrustedFor(s *snapshot) bool {
+	lm.s3clock.mu.Lock()
+	defer lm.s3clock.mu.Unlock()
+	ct := &lm.s3clock
+	if !ct.trusted() || s.serverDate.IsZero() {
+		return false
+	}
+	elapsed := s.seenAt.Sub(ct.trustedAt)
+	if bound := ct.agreedDate.Add(elapsed + elapsed/1000 + time.Second); !s.serverDate.After(bound) {
+		return true
+	}
+	lm.log.Warn("s3lock: S3's Date has jumped ahead since it was checked; judging expiry by this process's clock alone",
+		"key", lm.key, "ahead_by", s.serverDate.Sub(ct.agreedDate)-elapsed)
+	ct.trustedAt, ct.checkedAt = time.Time{}, time.Now()
+	return false
 }
 
 // noteClock records one comparison of a write's answer Date with its
-// Last-Modified. A disagreement withdraws trust at once.
-func (lm *lockObject) noteClock(date, lastModified time.Time) bool {
+// Last-Modified; at is when (monotonic) the answer dated date arrived. A
+// disagreement withdraws trust at once.
+func (lm *lockObject) noteClock(date, lastModified, at time.Time) bool {
 	ok := clockAgrees(date, lastModified, lm.margin)
 	lm.s3clock.mu.Lock()
 	defer lm.s3clock.mu.Unlock()
 	lm.s3clock.skew = date.Sub(lastModified)
 	if ok {
-		lm.s3clock.trustedAt = time.Now()
+		lm.s3clock.trustedAt, lm.s3clock.agreedDate = at, date
 	} else {
 		if !lm.s3clock.trustedAt.IsZero() {
 			lm.log.Warn("s3lock: S3's Date disagrees with its Last-Modified; judging expiry by this process's clock alone",
@@ -116,7 +148,7 @@ func (lm *lockObject) checkOwnWrite(s *snapshot) {
 	if etag == "" || s.etag != etag || date.IsZero() || s.lastModified.IsZero() {
 		return
 	}
-	lm.noteClock(laterDate(date, s.serverDate, s.seenAt.Sub(at)), s.lastModified)
+	lm.noteClock(laterDate(date, s.serverDate, s.seenAt.Sub(at)), s.lastModified, at)
 }
 
 // laterDate returns the Date of a write's answer, or that of a later
@@ -160,12 +192,16 @@ func (lm *lockObject) checkClock(ctx context.Context) bool {
 		return false
 	}
 	for range clockCheckTries {
-		date, lastModified, err := lm.measureClock(ctx, key)
+		date, lastModified, at, err := lm.measureClock(ctx, key)
 		if err != nil {
-			lm.noteClockFailure(err)
+			if ctx.Err() == nil {
+				// A check cut short by the caller's context says nothing
+				// of the clock: the next acquire may check again.
+				lm.noteClockFailure(err)
+			}
 			return false
 		}
-		if lm.noteClock(date, lastModified) {
+		if lm.noteClock(date, lastModified, at) {
 			return true
 		}
 		if date.Sub(lastModified) > lm.margin {
@@ -194,7 +230,7 @@ func (lm *lockObject) noteClockFailure(err error) {
 // Date of the PUT's answer (or the read's, taken back by the time between
 // the two answers, if that is later) and the Last-Modified the read
 // reports for that write. Both requests are reported to the hooks as requests of the lock.
-func (lm *lockObject) measureClock(ctx context.Context, key string) (date, lastModified time.Time, err error) {
+func (lm *lockObject) measureClock(ctx context.Context, key string) (date, lastModified, answered time.Time, err error) {
 	client, bucket := lm.client, lm.bucket
 	body := []byte("s3lock clock check " + newNonce() + "; safe to delete\n")
 	sent := lm.hooks.now()
@@ -209,31 +245,31 @@ func (lm *lockObject) measureClock(ctx context.Context, key string) (date, lastM
 	lm.hooks.request(ctx, lm, http.MethodPut, sent, err)
 	if err != nil {
 		_, mapped := classify(err, bucket)
-		return date, lastModified, fmt.Errorf("s3lock: clock check: writing s3://%s/%s: %w", bucket, key, mapped)
+		return date, lastModified, answered, fmt.Errorf("s3lock: clock check: writing s3://%s/%s: %w", bucket, key, mapped)
 	}
 	date = responseDate(out.ResultMetadata)
-	answered := time.Now()
+	answered = time.Now()
 	sent = lm.hooks.now()
 	get, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
 	lm.hooks.request(ctx, lm, http.MethodGet, sent, err)
 	if err != nil {
 		_, mapped := classify(err, bucket)
-		return date, lastModified, fmt.Errorf("s3lock: clock check: reading s3://%s/%s: %w", bucket, key, mapped)
+		return date, lastModified, answered, fmt.Errorf("s3lock: clock check: reading s3://%s/%s: %w", bucket, key, mapped)
 	}
 	got, rerr := io.ReadAll(io.LimitReader(get.Body, int64(len(body))+1))
 	get.Body.Close()
 	switch {
 	case rerr != nil:
-		return date, lastModified, fmt.Errorf("s3lock: clock check: reading s3://%s/%s: %w: %w", bucket, key, ErrUnavailable, rerr)
+		return date, lastModified, answered, fmt.Errorf("s3lock: clock check: reading s3://%s/%s: %w: %w", bucket, key, ErrUnavailable, rerr)
 	case !bytes.Equal(got, body):
-		return date, lastModified, fmt.Errorf("s3lock: clock check: s3://%s/%s was rewritten before it could be read back", bucket, key)
+		return date, lastModified, answered, fmt.Errorf("s3lock: clock check: s3://%s/%s was rewritten before it could be read back", bucket, key)
 	case date.IsZero() || get.LastModified == nil:
-		return date, lastModified, fmt.Errorf("s3lock: clock check: the store sent no Date or no Last-Modified")
+		return date, lastModified, answered, fmt.Errorf("s3lock: clock check: the store sent no Date or no Last-Modified")
 	}
 	// The read's answer must be dated by the same clock as the write's:
 	// taken back by the time between the two answers (and a second of
 	// truncation), its Date is not later than the write's. A read dated
 	// further ahead counts as the write's Date, so it cannot agree.
 	date = laterDate(date, responseDate(get.ResultMetadata), time.Since(answered))
-	return date, *get.LastModified, nil
+	return date, *get.LastModified, answered, nil
 }

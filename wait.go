@@ -352,7 +352,7 @@ func (w *waiter) waited(s *snapshot) uint64 {
 // Last-Modified, whole seconds), when that clock is trusted (see
 // s3clock.go); 0 when it is not, or unknown, or negative.
 func (lm *lockObject) trustedAge(s *snapshot) time.Duration {
-	if s.serverDate.IsZero() || s.lastModified.IsZero() || !lm.clockTrusted() {
+	if s.serverDate.IsZero() || s.lastModified.IsZero() || !lm.clockTrustedFor(s) {
 		return 0
 	}
 	return max(s.serverDate.Sub(s.lastModified), 0)

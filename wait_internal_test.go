@@ -1,6 +1,7 @@
 package s3lock
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -11,7 +12,7 @@ import (
 func queueFixture(rtt, interval time.Duration) (*lockObject, *waiter) {
 	lm := &lockObject{ttl: time.Minute, margin: DefaultExpiryMargin}
 	lm.pace.rtt = rtt
-	lm.s3clock.trustedAt = time.Now()
+	lm.s3clock.trustedAt, lm.s3clock.agreedDate = time.Now(), time.Now().Truncate(time.Second)
 	return lm, lm.newWaiter(interval)
 }
 
@@ -93,6 +94,7 @@ func TestWaiterClaimsAbsentStaleAndExpired(t *testing.T) {
 	// By a clock nobody checked, the record's age says nothing.
 	lm, w := queueFixture(10*time.Millisecond, 20*time.Millisecond)
 	lm.s3clock.trustedAt = time.Time{}
+	lm.log = slog.New(slog.DiscardHandler)
 	if claim, _ := w.decide(stale, nil); claim {
 		t.Error("decide(free record 10s old by an unchecked Date, waited 7) = claim; want deferral")
 	}
