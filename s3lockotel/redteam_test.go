@@ -95,7 +95,7 @@ func TestRedteamMetricAttributesLowCardinality(t *testing.T) {
 	check := func(name string, set attribute.Set) {
 		for _, kv := range set.ToSlice() {
 			if !allowed[kv.Key] {
-				t.Errorf("%s has attribute %s=%s: not one of the low-cardinality ones", name, kv.Key, kv.Value.Emit())
+				t.Errorf("%s has attribute %s=%s: not one of the low-cardinality ones", name, kv.Key, kv.Value.String())
 			}
 		}
 	}
