@@ -117,28 +117,38 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 	if err := validateValue(value); err != nil {
 		return err
 	}
+	if h := e.m.lm.hooks; h != nil {
+		return h.acquire(ctx, OpCampaign, e.m.lm, func(ctx context.Context) (*lease, error) { return e.campaign(ctx, value) })
+	}
+	_, err := e.campaign(ctx, value)
+	return err
+}
+
+// campaign is Campaign once the value is checked; it returns the term's
+// lease.
+func (e *Election) campaign(ctx context.Context, value string) (*lease, error) {
 	m := e.m
 	select {
 	case m.turn <- struct{}{}:
 	default:
-		return &LockedError{Key: m.lm.key, Owner: m.lm.owner, Local: true, Generation: m.Token()}
+		return nil, &LockedError{Key: m.lm.key, Owner: m.lm.owner, Local: true, Generation: m.Token()}
 	}
 	if err := ctx.Err(); err != nil {
 		<-m.turn
-		return fmt.Errorf("s3lock: Campaign %s: %w", m.lm.name(), err)
+		return nil, fmt.Errorf("s3lock: Campaign %s: %w", m.lm.name(), err)
 	}
 	m.lm.value = value // read by claim, in this goroutine
 	if err := m.checkStoreRetrying(ctx); err != nil {
 		<-m.turn
-		return err
+		return nil, err
 	}
 	l, err := m.wait(ctx)
 	if err != nil {
 		<-m.turn
-		return err
+		return nil, err
 	}
 	m.install(l)
-	return nil
+	return l, nil
 }
 
 func validateValue(value string) error {
@@ -173,7 +183,7 @@ func (e *Election) Proclaim(ctx context.Context, value string) error {
 	if l == nil {
 		return fmt.Errorf("s3lock: Proclaim %s: %w", e.m.lm.name(), ErrNotHeld)
 	}
-	if err := l.proclaim(ctx, value); err != nil {
+	if err := l.observeRenewal(ctx, OpProclaim, func(ctx context.Context) error { return l.proclaim(ctx, value) }); err != nil {
 		return fmt.Errorf("s3lock: Proclaim %s: %w", e.m.lm.name(), err)
 	}
 	return nil
@@ -189,7 +199,7 @@ func (l *lease) proclaim(ctx context.Context, value string) error {
 		}
 		deadline := l.safeUntil()
 		if !time.Now().Before(deadline) {
-			l.cancel(ErrLeaseLost)
+			l.lose(ErrLeaseLost)
 			return context.Cause(l.ctx)
 		}
 		l.mu.Lock()
@@ -227,7 +237,11 @@ func (e *Election) Resign(ctx context.Context) error {
 	if e.m.Token() == 0 {
 		return fmt.Errorf("s3lock: Resign %s: %w", e.m.lm.name(), ErrNotHeld)
 	}
-	return e.m.Unlock(ctx)
+	if h := e.m.lm.hooks; h != nil {
+		return h.release(ctx, OpResign, e.m.lm, e.m.Token(), e.m.unlock)
+	}
+	_, err := e.m.unlock(ctx)
+	return err
 }
 
 // Context returns the context of e's current term: cancelled with cause

@@ -23,9 +23,11 @@ import (
 // errors.As.
 //
 // Every operation that calls Start ends with exactly one call of its end
-// hook (Acquire for [OpLock] and [OpTryLock], Release for [OpUnlock],
-// Renew for [OpRenew]), with the context Start returned, from the same
-// goroutine.
+// hook (Acquire for [OpLock], [OpTryLock] and [OpCampaign]; Release for
+// [OpUnlock] and [OpResign]; Renew for [OpRenew] and [OpProclaim]), with
+// the context Start returned, from the same goroutine. A hook that panics
+// is recovered and logged (WithLogger), so the lock's own work is never
+// left half done; fix the hook.
 type Hooks struct {
 	// Start is called when an operation begins, before its first S3
 	// request: Lock, TryLock and Unlock from the caller's goroutine, and
@@ -85,6 +87,12 @@ const (
 	OpTryLock Op = "TryLock"
 	OpUnlock  Op = "Unlock"
 	OpRenew   Op = "Renew"
+	// The Election's operations: Campaign is an acquire (Acquire hook),
+	// Proclaim a renewal carrying a value (Renew hook), Resign a release
+	// (Release hook).
+	OpCampaign Op = "Campaign"
+	OpProclaim Op = "Proclaim"
+	OpResign   Op = "Resign"
 )
 
 // StartInfo describes an operation that begins (see [Hooks.Start]).
@@ -115,7 +123,7 @@ const (
 // AcquireInfo describes a Lock or TryLock that returned (see
 // [Hooks.Acquire]).
 type AcquireInfo struct {
-	Op          Op // OpLock or OpTryLock
+	Op          Op // OpLock, OpTryLock or OpCampaign
 	Bucket, Key string
 	Outcome     Outcome
 	// Waited is how long the call took, from its start to its return.
@@ -138,6 +146,7 @@ type ReleaseInfo struct {
 
 // RenewInfo describes one renewal of a hold (see [Hooks.Renew]).
 type RenewInfo struct {
+	Op          Op // OpRenew, or OpProclaim for an Election's Proclaim
 	Bucket, Key string
 	Token       uint64
 	Duration    time.Duration
@@ -272,7 +281,9 @@ func (h *Hooks) start(ctx context.Context, op Op, lm *lockObject, token uint64) 
 	if h.Start == nil {
 		return ctx
 	}
-	if c := h.Start(ctx, StartInfo{Op: op, Bucket: lm.bucket, Key: lm.key, Token: token}); c != nil {
+	var c context.Context
+	lm.guard("Start", func() { c = h.Start(ctx, StartInfo{Op: op, Bucket: lm.bucket, Key: lm.key, Token: token}) })
+	if c != nil {
 		return c
 	}
 	return ctx
@@ -295,39 +306,47 @@ func (h *Hooks) acquire(ctx context.Context, op Op, lm *lockObject, f func(conte
 		default:
 			info.Outcome = OutcomeError
 		}
-		h.Acquire(ctx, info)
+		lm.guard("Acquire", func() { h.Acquire(ctx, info) })
 	}
 	return err
 }
 
 // release runs f, an Unlock of the hold whose token is token, between the
 // Start and Release hooks.
-func (h *Hooks) release(ctx context.Context, lm *lockObject, token uint64, f func(context.Context) (*lease, error)) error {
+func (h *Hooks) release(ctx context.Context, op Op, lm *lockObject, token uint64, f func(context.Context) (*lease, error)) error {
 	begin := time.Now()
-	ctx = h.start(ctx, OpUnlock, lm, token)
+	ctx = h.start(ctx, op, lm, token)
 	l, err := f(ctx)
 	if h.Release != nil {
-		info := ReleaseInfo{Op: OpUnlock, Bucket: lm.bucket, Key: lm.key, Duration: time.Since(begin), Err: err}
+		info := ReleaseInfo{Op: op, Bucket: lm.bucket, Key: lm.key, Duration: time.Since(begin), Err: err}
 		if l != nil {
 			info.Token, info.Held = l.generation(), time.Since(l.began)
 		}
-		h.Release(ctx, info)
+		lm.guard("Release", func() { h.Release(ctx, info) })
 	}
 	return err
 }
 
 // renewObserved is l.renew between the Start and Renew hooks.
 func (l *lease) renewObserved(ctx context.Context) error {
+	return l.observeRenewal(ctx, OpRenew, l.renew)
+}
+
+// observeRenewal runs write, a renewal of l (op: OpRenew or OpProclaim),
+// between the Start and Renew hooks.
+func (l *lease) observeRenewal(ctx context.Context, op Op, write func(context.Context) error) error {
 	h := l.lm.hooks
 	if h == nil {
-		return l.renew(ctx)
+		return write(ctx)
 	}
 	begin := time.Now()
 	token := l.generation()
-	ctx = h.start(ctx, OpRenew, l.lm, token)
-	err := l.renew(ctx)
+	ctx = h.start(ctx, op, l.lm, token)
+	err := write(ctx)
 	if h.Renew != nil {
-		h.Renew(ctx, RenewInfo{Bucket: l.lm.bucket, Key: l.lm.key, Token: token, Duration: time.Since(begin), Err: err})
+		l.lm.guard("Renew", func() {
+			h.Renew(ctx, RenewInfo{Op: op, Bucket: l.lm.bucket, Key: l.lm.key, Token: token, Duration: time.Since(begin), Err: err})
+		})
 	}
 	return err
 }
@@ -353,7 +372,9 @@ func (l *lease) lose(cause error) {
 	token := l.rec.Generation
 	l.mu.Unlock()
 	if first {
-		h.LeaseLost(LeaseLostInfo{Bucket: l.lm.bucket, Key: l.lm.key, Token: token, Held: time.Since(l.began), Cause: final})
+		l.lm.guard("LeaseLost", func() {
+			h.LeaseLost(LeaseLostInfo{Bucket: l.lm.bucket, Key: l.lm.key, Token: token, Held: time.Since(l.began), Cause: final})
+		})
 	}
 }
 
@@ -378,11 +399,15 @@ func (h *Hooks) request(ctx context.Context, lm *lockObject, verb string, sent t
 			info.Outcome = RequestPreconditionFailed
 		case failNotFound:
 			info.Outcome = RequestNotFound
+		case failNotModified:
+			// An unchanged object's answer to a conditional GET: the
+			// request did what it was for.
+			info.Outcome, info.Err = RequestOK, nil
 		default:
 			info.Outcome = RequestError
 		}
 	}
-	h.Request(ctx, info)
+	lm.guard("Request", func() { h.Request(ctx, info) })
 }
 
 // reserve reports a reservation attempt over s.
@@ -390,5 +415,20 @@ func (h *Hooks) reserve(ctx context.Context, lm *lockObject, s *snapshot, reserv
 	if h == nil || h.Reserve == nil {
 		return
 	}
-	h.Reserve(ctx, ReserveInfo{Bucket: lm.bucket, Key: lm.key, Token: s.generation(), Reserved: reserved})
+	lm.guard("Reserve", func() {
+		h.Reserve(ctx, ReserveInfo{Bucket: lm.bucket, Key: lm.key, Token: s.generation(), Reserved: reserved})
+	})
+}
+
+// guard runs a hook. A hook that panics must not leave the lock half
+// done (a hold in S3 that the Mutex does not know of, a turn never given
+// back): the panic is recovered and logged at Error, and the operation
+// goes on.
+func (lm *lockObject) guard(hook string, call func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			lm.log.Error("s3lock: a hook panicked; the panic was recovered and the operation goes on", "hook", hook, "key", lm.key, "panic", r)
+		}
+	}()
+	call()
 }

@@ -243,7 +243,7 @@ func (m *Mutex) install(l *lease) {
 // once.
 func (m *Mutex) Unlock(ctx context.Context) error {
 	if h := m.lm.hooks; h != nil {
-		return h.release(ctx, m.lm, m.Token(), m.unlock)
+		return h.release(ctx, OpUnlock, m.lm, m.Token(), m.unlock)
 	}
 	_, err := m.unlock(ctx)
 	return err

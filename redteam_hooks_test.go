@@ -50,7 +50,14 @@ func compareWithServer(t *testing.T, rec *recorder, srv *s3locktest.Server, base
 	}
 	got := map[verbOutcome]int64{}
 	for _, q := range rec.snapshot().requests {
-		got[verbOutcome{q.Verb, q.Outcome}]++
+		o := q.Outcome
+		if o == s3lock.RequestError && (errors.Is(q.Err, context.Canceled) || errors.Is(q.Err, context.DeadlineExceeded)) {
+			// Cut short by the caller's context: the server may have
+			// answered it (counted there), the client saw an error. Count
+			// it as the server's ok so the totals can be compared.
+			o = s3lock.RequestOK
+		}
+		got[verbOutcome{q.Verb, o}]++
 	}
 	for k := range want {
 		if got[k] != want[k] {
@@ -362,10 +369,12 @@ func TestRedteamObserveNotModifiedIsNotAnError(t *testing.T) {
 }
 
 // TestRedteamPanickingHookKeepsMutexUsable: a Request hook that panics
-// once (a bug in an observer, recovered by the caller) must not leave the
-// Mutex unusable for good. Today the panic unwinds past tryLock with the
-// Mutex's turn taken and the lock written in S3 with no hold behind it:
-// every later TryLock of this Mutex says "held locally" forever.
+// (a bug in an observer) must not leave the Mutex unusable. The panic is
+// recovered around the hook, so the TryLock completes and tells the truth:
+// it holds the lock, Unlock releases it, and the lock is usable again.
+// (Before, the panic unwound past tryLock with the Mutex's turn taken and
+// the lock written in S3 with no hold behind it: every later TryLock said
+// "held locally" forever.)
 func TestRedteamPanickingHookKeepsMutexUsable(t *testing.T) {
 	srv := s3locktest.New(t)
 	ctx := context.Background()
@@ -377,18 +386,31 @@ func TestRedteamPanickingHookKeepsMutexUsable(t *testing.T) {
 		}
 	}}
 	m := newMutex(t, srv.Client(), srv.Bucket(), "locks/redteam-panic", s3lock.WithTTL(300*time.Millisecond), s3lock.WithHooks(h))
+	var err error
+	escaped := true
 	func() {
-		defer func() { _ = recover() }()
-		_ = m.TryLock(ctx)
+		defer func() {
+			if r := recover(); r != nil {
+				t.Errorf("the hook's panic reached the caller: %v", r)
+			}
+		}()
+		err = m.TryLock(ctx)
+		escaped = false
 	}()
 	if !panicked {
 		t.Fatal("the hook did not panic")
 	}
-	time.Sleep(time.Second) // the record left in S3 has expired
-	err := m.TryLock(ctx)
-	if err != nil {
-		t.Errorf("TryLock() after a recovered hook panic and the TTL = %v; want nil (the Mutex holds nothing)", err)
+	if escaped {
 		return
+	}
+	if err != nil {
+		t.Fatalf("TryLock() with a panicking hook = %v; want nil (the write landed)", err)
+	}
+	if err := m.Unlock(ctx); err != nil {
+		t.Fatalf("Unlock() = %v", err)
+	}
+	if err := m.TryLock(ctx); err != nil {
+		t.Fatalf("TryLock() after Unlock = %v; want nil", err)
 	}
 	if err := m.Unlock(ctx); err != nil {
 		t.Errorf("Unlock() = %v", err)

@@ -33,8 +33,7 @@ func (f *logFormat) Set(s string) error {
 	return errors.New("want text or json")
 }
 
-// telemetryFlags are --log-format and --stats, shared by the commands
-// that hold a lock (run; watch when it comes).
+// telemetryFlags are --log-format and --stats, shared by run and watch.
 type telemetryFlags struct {
 	format logFormat
 	stats  bool

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os/signal"
 	"syscall"
 	"time"
@@ -58,6 +59,7 @@ type watchOpts struct {
 	aws      awsFlags
 	json     bool
 	interval time.Duration
+	tele     telemetryFlags // --log-format, --stats
 }
 
 func newWatchCommand(sio streams) *cobra.Command {
@@ -66,6 +68,7 @@ func newWatchCommand(sio streams) *cobra.Command {
 	c.Flags().BoolVar(&o.json, "json", false, "print each state as one JSON object per line")
 	c.Flags().DurationVar(&o.interval, "interval", time.Second, "poll every `duration`")
 	o.aws.register(c)
+	o.tele.register(c)
 	c.Args = urlArgs(true)
 	c.RunE = func(c *cobra.Command, args []string) error { return o.run(c, args, sio) }
 	return c
@@ -92,10 +95,13 @@ func (o *watchOpts) run(c *cobra.Command, args []string, sio streams) error {
 	if _, err := s3lock.Inspect(ctx, client, u.bucket, u.key); err != nil && isConfigError(err) {
 		return s3Error(err)
 	}
-	e, err := s3lock.NewElection(client, u.bucket, u.key, s3lock.WithRetryInterval(o.interval))
+	opts := append([]s3lock.Option{s3lock.WithRetryInterval(o.interval),
+		s3lock.WithLogger(o.tele.logger(sio.stderr, slog.LevelWarn))}, o.tele.options()...)
+	e, err := s3lock.NewElection(client, u.bucket, u.key, opts...)
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
+	defer o.tele.report(sio.stderr, "watch")
 	for ld := range e.Observe(ctx) {
 		line := watchJSON{Time: time.Now().UTC(), State: "held", Owner: ld.Owner, Value: ld.Value,
 			Generation: ld.Token, LastModified: ld.LastModified.UTC()}
