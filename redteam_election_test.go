@@ -1,0 +1,111 @@
+package s3lock_test
+
+// Adversarial tests of the election merge (issue 16), black-box.
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/s3locktest"
+)
+
+// TestRedteamEscapedValueStaysReadable: a value Campaign accepts (valid
+// UTF-8, at most MaxValueLen bytes) must give a record everyone can read.
+// encoding/json writes '<', '>', '&', control characters and U+2028 as
+// six-byte escapes, so 700 bytes of '&' become a 4 KiB+ body, over
+// maxRecordSize: the leader's record is then an invalid lock object that
+// Leader, Observe, Inspect and "s3lock status" cannot read, although
+// Campaign returned nil.
+func TestRedteamEscapedValueStaysReadable(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "redteam/escaped-value"
+	value := strings.Repeat("&", 700)
+	e := newElection(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("leader"))
+	resignLater(t, e)
+	if err := e.Campaign(ctx, value); err != nil {
+		t.Fatalf("Campaign(700 × '&') = %v; want nil (or ErrInvalidArgument, nothing written)", err)
+	}
+	ld, err := e.Leader(ctx)
+	if err != nil || ld.Owner != "leader" || ld.Value != value {
+		t.Errorf("Leader() = owner %q, value of %d bytes, %v; want the leader and its value", ld.Owner, len(ld.Value), err)
+	}
+}
+
+// TestRedteamBadInput: bad values and keys are refused with
+// ErrInvalidArgument and nothing is written (passes; kept as a guard).
+func TestRedteamBadInput(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	if _, err := s3lock.NewElection(srv.Client(), srv.Bucket(), ""); !errors.Is(err, s3lock.ErrInvalidArgument) {
+		t.Errorf("NewElection(empty key) = %v; want ErrInvalidArgument", err)
+	}
+	if _, err := s3lock.New(srv.Client(), srv.Bucket(), "k", s3lock.WithValue(strings.Repeat("x", s3lock.MaxValueLen+1))); !errors.Is(err, s3lock.ErrInvalidArgument) {
+		t.Errorf("New(WithValue(1025 bytes)) = %v; want ErrInvalidArgument", err)
+	}
+	const key = "redteam/bad-input"
+	e := newElection(t, srv.Client(), srv.Bucket(), key)
+	for _, v := range []string{strings.Repeat("x", s3lock.MaxValueLen+1), "a\xffb"} {
+		if err := e.Campaign(ctx, v); !errors.Is(err, s3lock.ErrInvalidArgument) {
+			t.Errorf("Campaign(bad value of %d bytes) = %v; want ErrInvalidArgument", len(v), err)
+		}
+	}
+	if e.Token() != 0 {
+		t.Fatal("a refused Campaign leads")
+	}
+	if st := lockState(t, srv, key); st.Exists {
+		t.Errorf("a refused Campaign wrote the lock object: %+v", st)
+	}
+	resignLater(t, e)
+	if err := e.Campaign(ctx, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{strings.Repeat("x", s3lock.MaxValueLen+1), "a\xffb"} {
+		if err := e.Proclaim(ctx, v); !errors.Is(err, s3lock.ErrInvalidArgument) {
+			t.Errorf("Proclaim(bad value) = %v; want ErrInvalidArgument", err)
+		}
+	}
+	if ld, err := e.Leader(ctx); err != nil || ld.Value != "ok" {
+		t.Errorf("Leader() after refused Proclaims = %+v, %v; want value \"ok\"", ld, err)
+	}
+}
+
+// TestRedteamEscapedValueTokensIncrease: the oversized record of the test
+// above cannot be salvaged (salvageRecord reads nothing of a body over
+// maxRecordSize), so when its holder dies the next holder may not know the
+// generation to continue from. Fencing tokens must still increase.
+func TestRedteamEscapedValueTokensIncrease(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "redteam/escaped-tokens"
+	plain := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(time.Second))
+	for range 3 {
+		if err := plain.Lock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := plain.Unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(time.Second),
+		s3lock.WithValue(strings.Repeat("&", 700)), s3lock.WithOwner("dead"))
+	if err := dead.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadToken := dead.Token()
+	// dead stops renewing (no auto-renewal) and never unlocks: it crashed.
+	next := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(time.Second), s3lock.WithRetryInterval(50*time.Millisecond))
+	lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := next.Lock(lctx); err != nil {
+		t.Fatalf("Lock after the holder died = %v", err)
+	}
+	defer func() { _ = next.Unlock(ctx) }()
+	if next.Token() <= deadToken {
+		t.Errorf("token after the dead holder's %d = %d; fencing tokens went back", deadToken, next.Token())
+	}
+}
