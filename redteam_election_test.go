@@ -109,3 +109,31 @@ func TestRedteamEscapedValueTokensIncrease(t *testing.T) {
 		t.Errorf("token after the dead holder's %d = %d; fencing tokens went back", deadToken, next.Token())
 	}
 }
+
+// TestRedteamEscapedValueLeaderNotTakenOver: the oversized record of a live
+// leader is an invalid object whose TTL cannot be salvaged, so a contender
+// judges it by its own, shorter TTL and takes the office while the leader
+// renews (every TTL/3 of its longer TTL) and still leads: two holders.
+func TestRedteamEscapedValueLeaderNotTakenOver(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "redteam/escaped-takeover"
+	leader := newElection(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("leader"), s3lock.WithTTL(9*time.Second))
+	resignLater(t, leader)
+	if err := leader.Campaign(ctx, strings.Repeat("&", 700)); err != nil {
+		t.Fatal(err)
+	}
+	m := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("contender"),
+		s3lock.WithTTL(time.Second), s3lock.WithRetryInterval(50*time.Millisecond))
+	lctx, cancel := context.WithTimeout(ctx, 2500*time.Millisecond)
+	defer cancel()
+	err := m.Lock(lctx)
+	if err == nil {
+		lost := context.Cause(leader.Context())
+		_ = m.Unlock(ctx)
+		t.Fatalf("a Mutex with a 1 s TTL took the office of a leader renewing a 9 s lease every 3 s (leader's loss: %v): two holders", lost)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Lock = %v; want it still waiting when its ctx ends", err)
+	}
+}
