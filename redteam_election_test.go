@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/internal/prevrelease"
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
@@ -136,4 +137,46 @@ func TestRedteamEscapedValueLeaderNotTakenOver(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Lock = %v; want it still waiting when its ctx ends", err)
 	}
+}
+
+// TestRedteamPrevReleaseAfterDeadLeader: a leader that stops without
+// resigning leaves a schema-2 record the previous release cannot decode;
+// the previous release's Mutex takes the office once it has expired, and
+// its token continues the generations (salvaged). Passes; kept as a guard
+// of the compatibility rule for the crash case (the existing compat tests
+// cover only Resign).
+func TestRedteamPrevReleaseAfterDeadLeader(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "redteam/prev-after-dead"
+	const ttl = time.Second
+	e := newElection(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("leader"), s3lock.WithTTL(ttl))
+	for range 2 {
+		if err := e.Campaign(ctx, "v"); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Resign(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead := newElection(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("dead"), s3lock.WithTTL(ttl), s3lock.WithAutoRenew(0))
+	if err := dead.Campaign(ctx, "10.0.0.9:1"); err != nil {
+		t.Fatal(err)
+	}
+	deadToken := dead.Token()
+	old, err := prevrelease.New(srv.Client(), srv.Bucket(), key, prevrelease.WithOwner("old"), prevrelease.WithTTL(ttl),
+		prevrelease.WithRetryInterval(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := old.Lock(lctx); err != nil {
+		t.Fatalf("previous release's Lock() after the leader died = %v", err)
+	}
+	defer func() { _ = old.Unlock(ctx) }()
+	if old.Token() <= deadToken {
+		t.Errorf("previous release's token %d after the dead leader's %d: generations went back", old.Token(), deadToken)
+	}
+	_ = dead.Resign(ctx)
 }
