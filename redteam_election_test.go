@@ -180,3 +180,39 @@ func TestRedteamPrevReleaseAfterDeadLeader(t *testing.T) {
 	}
 	_ = dead.Resign(ctx)
 }
+
+// TestRedteamCampaignAfterLostTerm: a leader whose term was lost (its
+// record broken by ForceUnlock) no longer leads: Token is 0 ("0 when e
+// does not lead") and a new Campaign may start (its doc refuses only when
+// e leads or another Campaign runs). The usual loop
+// "for { Campaign; <-Context().Done() }" otherwise spins on LockedError.
+func TestRedteamCampaignAfterLostTerm(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "redteam/after-loss"
+	a := newElection(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("a"), s3lock.WithTTL(900*time.Millisecond))
+	resignLater(t, a)
+	if err := a.Campaign(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s3lock.Inspect(ctx, srv.Client(), srv.Bucket(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s3lock.ForceUnlock(ctx, srv.Client(), srv.Bucket(), key, st.ETag); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-a.Context().Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the term was not lost")
+	}
+	if tok := a.Token(); tok != 0 {
+		t.Errorf("Token() after the term was lost = %d; want 0 (e does not lead)", tok)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := a.Campaign(cctx, "y"); err != nil {
+		t.Errorf("Campaign() after the lost term = %v; want a new term (the office is free)", err)
+	}
+}
