@@ -216,3 +216,34 @@ func TestRedteamCampaignAfterLostTerm(t *testing.T) {
 		t.Errorf("Campaign() after the lost term = %v; want a new term (the office is free)", err)
 	}
 }
+
+// TestRedteamExtraNotCopiedIntoNewGrant: fields this version does not know
+// belong to the hold that carried them: a new grant over a free record, or
+// over an expired hold, starts without them (passes; kept as a guard).
+func TestRedteamExtraNotCopiedIntoNewGrant(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	for name, body := range map[string]string{
+		"free":    `{"s3lock":1,"state":"free","owner":"o","nonce":"n1","generation":3,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00Z","later_hint":"x"}`,
+		"expired": `{"s3lock":2,"state":"held","owner":"o","nonce":"n1","generation":3,"ttl_ms":1000,"written_at":"2025-01-01T00:00:00Z","value":"v","later_hint":"x"}`,
+	} {
+		key := "redteam/extra-grant-" + name
+		if err := srv.PutObject(ctx, key, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+		e := newElection(t, srv.Client(), srv.Bucket(), key, s3lock.WithTTL(time.Second), s3lock.WithRetryInterval(50*time.Millisecond))
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := e.Campaign(cctx, "new")
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: Campaign() = %v", name, err)
+		}
+		rec, _ := rawRecord(t, srv, key)
+		if _, ok := rec["later_hint"]; ok || rec["generation"] != 4.0 || rec["value"] != "new" {
+			t.Errorf("%s: new grant = %v; want generation 4, value \"new\", no later_hint", name, rec)
+		}
+		if err := e.Resign(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
