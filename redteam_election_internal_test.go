@@ -5,8 +5,13 @@ package s3lock
 import (
 	"context"
 	"errors"
+	"io"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/s3lock/s3lock/s3locktest"
 )
@@ -109,5 +114,88 @@ func TestRedteamRenewingHolderNotTakenOver(t *testing.T) {
 	}
 	if err := context.Cause(holder.Context()); err != nil {
 		t.Errorf("the holder lost its hold while renewing: %v", err)
+	}
+}
+
+// rawSize is the size of the lock object's body.
+func rawSize(t *testing.T, srv *s3locktest.Server, key string) int {
+	t.Helper()
+	out, err := srv.Client().GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(srv.Bucket()), Key: aws.String(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Body.Close()
+	body, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(body)
+}
+
+// TestRedteamReservationKeepsLeaderReadable: a leader's record that fits
+// in maxRecordSize (its value escaped by encoding/json: '&' is written
+// \u0026) is pushed past it by a waiter's reservation, which adds next,
+// next_waited and lease_start with no size check on the record itself.
+// The record is then an invalid object: the leader's next renewal reads it
+// back, finds no record of its own and gives up its term, and nobody can
+// read the office any more.
+func TestRedteamReservationKeepsLeaderReadable(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "redteam/reservation-size"
+	e, err := NewElection(srv.Client(), srv.Bucket(), key, WithOwner("leader"), WithTTL(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = e.Resign(ctx) }()
+	n := 600
+	if err := e.Campaign(ctx, strings.Repeat("&", n)); err != nil {
+		t.Fatal(err)
+	}
+	size := rawSize(t, srv, key)
+	if err := e.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n += (maxRecordSize - 10 - size) / 6
+	if err := e.Campaign(ctx, strings.Repeat("&", n)); err != nil {
+		t.Fatal(err)
+	}
+	if size := rawSize(t, srv, key); size > maxRecordSize || size < maxRecordSize-60 {
+		t.Fatalf("setup: leader's record of %d bytes; want just under %d", size, maxRecordSize)
+	}
+	if _, err := e.Leader(ctx); err != nil {
+		t.Fatalf("setup: Leader() = %v; want the leader readable", err)
+	}
+
+	// A waiter's reservation, as lockObject.reserve writes it.
+	o := defaultOptions()
+	wl, err := newLockObject(srv.Client(), srv.Bucket(), key, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for reserved := false; !reserved; {
+		s, err := wl.read(ctx)
+		if err != nil || s.rec == nil {
+			t.Fatalf("read = %+v, %v", s, err)
+		}
+		rec := *s.rec
+		rec.Next, rec.NextWaited = "0123456789abcdef0123456789abcdef", 1
+		rec.LeaseStart = s.leaseStart()
+		_, f, err := wl.put(ctx, &rec, condition{etag: s.etag})
+		switch f {
+		case failNone:
+			reserved = true
+		case failPrecondition:
+		default:
+			t.Fatal(err)
+		}
+	}
+	if ld, err := e.Leader(ctx); err != nil {
+		t.Errorf("Leader() after a waiter's reservation = %+v, %v; want the leader (record of %d bytes)", ld, err, rawSize(t, srv, key))
+	}
+	select {
+	case <-e.Context().Done():
+		t.Errorf("the leader lost its term after a waiter's reservation: %v", context.Cause(e.Context()))
+	case <-time.After(2 * time.Second): // two renewals
 	}
 }
