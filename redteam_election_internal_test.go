@@ -179,7 +179,7 @@ func TestRedteamReservationKeepsLeaderReadable(t *testing.T) {
 			t.Fatalf("read = %+v, %v", s, err)
 		}
 		rec := *s.rec
-		rec.Next, rec.NextWaited = newNonce()[:16] // as newWaiter makes its id, 1
+		rec.Next, rec.NextWaited = newNonce()[:16], 1 // an id as newWaiter makes it
 		rec.LeaseStart = s.leaseStart()
 		_, f, err := wl.put(ctx, &rec, condition{etag: s.etag})
 		switch f {
