@@ -247,3 +247,59 @@ func TestRedteamExtraNotCopiedIntoNewGrant(t *testing.T) {
 		}
 	}
 }
+
+// TestRedteamLeaderJudgesByS3Clock: a leader dead for several TTLs is
+// vacant for Leader and Observe's first state at once (S3's Date is
+// trusted after the clock check); a live leader is leading for both even
+// when S3's Date runs an hour ahead (the clock check then fails and only
+// the local rule counts). Passes; kept as a guard.
+func TestRedteamLeaderJudgesByS3Clock(t *testing.T) {
+	ctx := context.Background()
+	t.Run("dead", func(t *testing.T) {
+		srv := s3locktest.New(t)
+		const key = "redteam/dead-leader"
+		if err := srv.PutObject(ctx, key, []byte(`{"s3lock":2,"state":"held","owner":"dead","nonce":"d1","generation":7,"ttl_ms":500,"written_at":"2025-01-01T00:00:00Z","value":"v"}`)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3500 * time.Millisecond) // ttl + margin + 1 s + Last-Modified's second
+		e := newElection(t, srv.Client(), srv.Bucket(), key, s3lock.WithRetryInterval(20*time.Millisecond))
+		if ld, err := e.Leader(ctx); !errors.Is(err, s3lock.ErrNoLeader) {
+			t.Errorf("Leader() of a leader dead for 3 s (TTL 0.5 s) = %+v, %v; want ErrNoLeader", ld, err)
+		}
+		obs := newElection(t, srv.Client(), srv.Bucket(), key, s3lock.WithRetryInterval(20*time.Millisecond))
+		octx, stop := context.WithCancel(ctx)
+		ch := obs.Observe(octx)
+		defer func() {
+			stop()
+			for range ch {
+			}
+		}()
+		wantState(t, next(t, ch, 5*time.Second), "", "", 0)
+	})
+	t.Run("date-ahead", func(t *testing.T) {
+		srv := s3locktest.New(t, s3locktest.WithMiddleware(dateAhead(time.Hour)))
+		const key = "redteam/date-ahead"
+		a := newElection(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner("a"))
+		resignLater(t, a)
+		if err := a.Campaign(ctx, "x"); err != nil {
+			t.Fatal(err)
+		}
+		e := newElection(t, srv.Client(), srv.Bucket(), key, s3lock.WithRetryInterval(20*time.Millisecond))
+		if ld, err := e.Leader(ctx); err != nil || ld.Owner != "a" {
+			t.Errorf("Leader() of a live leader, S3's Date an hour ahead = %+v, %v; want a", ld, err)
+		}
+		octx, stop := context.WithCancel(ctx)
+		ch := e.Observe(octx)
+		defer func() {
+			stop()
+			for range ch {
+			}
+		}()
+		wantState(t, next(t, ch, 5*time.Second), "a", "x", 1)
+		select {
+		case ld := <-ch:
+			t.Errorf("Observe delivered %+v after the live leader; want nothing", ld)
+		case <-time.After(500 * time.Millisecond):
+		}
+	})
+}
