@@ -5,6 +5,7 @@ package s3lock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -302,4 +303,76 @@ func TestRedteamLeaderJudgesByS3Clock(t *testing.T) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	})
+}
+
+// TestRedteamLongTermNotTakenOver: public-API form of the lease_start bug
+// (see redteam_election_internal_test.go). Four candidates campaign; the
+// first two leaders resign at once, the third stays and renews. The
+// candidates still waiting have waited through enough grants to reserve
+// the next turn in its record; the leader's next renewal adopts the
+// reservation with lease_start among the unknown fields, and from then on
+// every renewal carries that frozen lease_start. A waiter then judges the
+// renewing leader expired by S3's clock and takes the office: two leaders.
+// It depends on the waiters reserving in the last leader's record, so it
+// fails in about 2 runs of 3; the internal test fails every time.
+func TestRedteamLongTermNotTakenOver(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const key = "redteam/long-term"
+	const ttl = 2 * time.Second
+	type win struct {
+		e   *s3lock.Election
+		at  time.Time
+		err error
+	}
+	wins := make(chan win, 4)
+	var es []*s3lock.Election
+	for i := range 4 {
+		e := newElection(t, srv.Client(), srv.Bucket(), key, s3lock.WithOwner(fmt.Sprint("c", i)),
+			s3lock.WithTTL(ttl), s3lock.WithRetryInterval(50*time.Millisecond))
+		es = append(es, e)
+		go func() {
+			err := e.Campaign(ctx, fmt.Sprint("addr-", i))
+			wins <- win{e, time.Now(), err}
+		}()
+	}
+	defer func() {
+		cancel()
+		for _, e := range es {
+			if e.Token() != 0 {
+				_ = e.Resign(context.Background())
+			}
+		}
+	}()
+	for range 2 {
+		w := <-wins
+		if w.err != nil {
+			t.Fatal(w.err)
+		}
+		if err := w.e.Resign(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader := <-wins
+	if leader.err != nil {
+		t.Fatal(leader.err)
+	}
+	select {
+	case w := <-wins:
+		if w.err == nil {
+			lost := context.Cause(leader.e.Context())
+			t.Fatalf("a candidate took the office %v after the leader's term began, while the leader renewed (leader's loss: %v): two leaders",
+				w.at.Sub(leader.at).Round(time.Millisecond), lost)
+		}
+		t.Fatalf("Campaign = %v", w.err)
+	case <-time.After(5 * ttl):
+	}
+	if err := context.Cause(leader.e.Context()); err != nil {
+		t.Errorf("the leader lost its term while renewing: %v", err)
+	}
+	cancel()
+	if w := <-wins; w.err == nil { // the last candidate
+		t.Errorf("a candidate took the office while the leader renewed")
+	}
 }
