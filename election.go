@@ -107,11 +107,14 @@ func NewElection(client S3API, bucket, key string, opts ...Option) (*Election, e
 // apart, through S3 failures); ctx bounds only the wait, and cancelling
 // it after Campaign returned does not end the term.
 //
-// A value longer than [MaxValueLen] bytes or not valid UTF-8 is refused
+// A value longer than [MaxValueLen] bytes, not valid UTF-8, or taking
+// more than 2 × MaxValueLen bytes in JSON (control characters) is refused
 // with an error matching [ErrInvalidArgument]. If e already leads, or
 // another Campaign of e is under way, Campaign returns a *LockedError with
 // Local set (matching [ErrLocked]) at once. In those cases nothing is
-// written. Otherwise on failure e does not lead and the error is as
+// written. A term that was lost (Context cancelled with ErrLeaseLost) no
+// longer counts as leading: Campaign ends it (one release attempt) and
+// campaigns again. Otherwise on failure e does not lead and the error is as
 // [Mutex.Lock]'s: when ctx ends first it matches ctx.Err().
 func (e *Election) Campaign(ctx context.Context, value string) error {
 	if err := validateValue(value); err != nil {
@@ -128,6 +131,12 @@ func (e *Election) Campaign(ctx context.Context, value string) error {
 // lease.
 func (e *Election) campaign(ctx context.Context, value string) (*lease, error) {
 	m := e.m
+	if m.Token() != 0 && errors.Is(context.Cause(m.Context()), ErrLeaseLost) {
+		// A term that was lost still holds the Mutex's turn: end it here
+		// (its release frees the record if it is still ours, and finds it
+		// someone else's otherwise), so that a new campaign can start.
+		_, _ = m.unlock(ctx)
+	}
 	select {
 	case m.turn <- struct{}{}:
 	default:
@@ -157,6 +166,10 @@ func validateValue(value string) error {
 		return fmt.Errorf("%w: value of %d bytes, longer than %d", ErrInvalidArgument, len(value), MaxValueLen)
 	case !utf8.ValidString(value):
 		return fmt.Errorf("%w: value is not valid UTF-8", ErrInvalidArgument)
+	case escapedLen(value) > 2*MaxValueLen:
+		// Control characters take six bytes each in the record's JSON:
+		// bound what the value adds to the 4 KiB record.
+		return fmt.Errorf("%w: value takes %d bytes in JSON, more than %d (too many control characters)", ErrInvalidArgument, escapedLen(value), 2*MaxValueLen)
 	}
 	return nil
 }
@@ -252,7 +265,12 @@ func (e *Election) Context() context.Context { return e.m.Context() }
 
 // Token returns the fencing token of e's current term, or 0 when e does
 // not lead (see [Mutex.Token]).
-func (e *Election) Token() uint64 { return e.m.Token() }
+func (e *Election) Token() uint64 {
+	if e.m.Context().Err() != nil {
+		return 0 // the term ended (lost): e does not lead
+	}
+	return e.m.Token()
+}
 
 // Leader reads the lock object with one GET and returns the current
 // leader. It returns an error matching [ErrNoLeader] when the office is

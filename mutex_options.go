@@ -242,6 +242,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: TTL must be at most %v, got %v", ErrInvalidArgument, maxTTL, o.ttl)
 	case len(o.owner) > 256:
 		return fmt.Errorf("%w: owner must be at most 256 bytes, got %d", ErrInvalidArgument, len(o.owner))
+	case escapedLen(o.owner) > 512:
+		return fmt.Errorf("%w: owner takes %d bytes in JSON, more than 512 (too many control characters)", ErrInvalidArgument, escapedLen(o.owner))
 	case o.backoffSet && o.backoff == nil:
 		return fmt.Errorf("%w: nil backoff", ErrInvalidArgument)
 	case o.retryInterval <= 0:

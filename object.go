@@ -192,6 +192,13 @@ func (lm *lockObject) put(ctx context.Context, rec *record, cond condition, optF
 		return "", failPermanent, fmt.Errorf("s3lock: internal error: conditional write without an ETag")
 	}
 	body := encodeRecord(rec)
+	if len(body) > maxRecordSize {
+		// Every reader would take it for an invalid object, and a held
+		// one could be taken over with its generation lost: never write
+		// it. (Owner and value are bounded so that this cannot happen
+		// but for a waiter's hint pushing a full record over.)
+		return "", failPermanent, fmt.Errorf("%w: the record for %s would take %d bytes, more than %d", ErrInvalidArgument, lm.name(), len(body), maxRecordSize)
+	}
 	in := &s3.PutObjectInput{
 		Bucket:        &lm.bucket,
 		Key:           &lm.key,

@@ -101,6 +101,25 @@ func (r *record) ttl() time.Duration { return time.Duration(r.TTLMillis) * time.
 
 func (r *record) held() bool { return r.State == stateHeld }
 
+// marshalJSON is json.Marshal without HTML escaping: "&", "<" and ">" in
+// an owner or value take one byte in the body, not six.
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// escapedLen is how many bytes s takes in a record's JSON body, quotes
+// excluded.
+func escapedLen(s string) int {
+	b, _ := marshalJSON(s)
+	return len(b) - 2
+}
+
 // encodeRecord renders r as the lock object's body. A free record is
 // written without a value; the schema is valueSchema when the record
 // carries a value, recordSchema otherwise. Extra fields kept from the
@@ -115,13 +134,13 @@ func encodeRecord(r *record) []byte {
 	if c.Value != "" {
 		c.Schema = valueSchema
 	}
-	b, err := json.Marshal(&c)
+	b, err := marshalJSON(&c)
 	if err != nil {
 		// A record holds only strings, integers and times; Marshal cannot
 		// fail on it except for times outside year 0..9999, which the
 		// clock seam could produce. Fall back to no timestamps.
 		c.AcquiredAt, c.WrittenAt = time.Time{}, time.Time{}
-		b, _ = json.Marshal(&c)
+		b, _ = marshalJSON(&c)
 	}
 	if len(c.extra) == 0 {
 		return b

@@ -102,11 +102,14 @@ func (o *watchOpts) run(c *cobra.Command, args []string, sio streams) error {
 		return withCode(exitUsage, err)
 	}
 	defer o.tele.report(sio.stderr, "watch")
+	var lastHeld uint64 // generation of the last hold reported
 	for ld := range e.Observe(ctx) {
 		line := watchJSON{Time: time.Now().UTC(), State: "held", Owner: ld.Owner, Value: ld.Value,
 			Generation: ld.Token, LastModified: ld.LastModified.UTC()}
 		if ld.Owner == "" {
-			line = vacancy(ctx, client, u, line.Time)
+			line = vacancy(ctx, client, u, line.Time, lastHeld)
+		} else {
+			lastHeld = ld.Token
 		}
 		if o.json {
 			if err := json.NewEncoder(sio.stdout).Encode(line); err != nil {
@@ -121,7 +124,7 @@ func (o *watchOpts) run(c *cobra.Command, args []string, sio streams) error {
 
 // vacancy describes an office Observe reported vacant: free, or a hold
 // that has expired (one more GET tells which).
-func vacancy(ctx context.Context, client s3lock.S3API, u s3URL, now time.Time) watchJSON {
+func vacancy(ctx context.Context, client s3lock.S3API, u s3URL, now time.Time, lastHeld uint64) watchJSON {
 	line := watchJSON{Time: now, State: "vacant"}
 	st, err := s3lock.Inspect(ctx, client, u.bucket, u.key)
 	if err != nil {
@@ -129,7 +132,12 @@ func vacancy(ctx context.Context, client s3lock.S3API, u s3URL, now time.Time) w
 	}
 	line.State = "free"
 	line.Generation, line.LastModified = st.Generation, st.LastModified.UTC()
-	if st.Held {
+	switch {
+	case st.Held && st.Generation != lastHeld && lastHeld != 0:
+		// A new leader took the office since Observe saw it vacant: say
+		// only that it was vacant; Observe reports the new leader next.
+		return watchJSON{Time: now, State: "vacant"}
+	case st.Held:
 		// Observe judged the hold expired (possibly on this machine's
 		// monotonic clock, before S3's clock shows it).
 		line.State, line.Owner = "expired", st.Owner
