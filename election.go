@@ -215,12 +215,16 @@ func (l *lease) proclaim(ctx context.Context, value string) error {
 			l.lose(ErrLeaseLost)
 			return context.Cause(l.ctx)
 		}
+		// Set the value once no renewal is in flight, so that a renewal
+		// that started before cannot put the old value back.
+		l.writeMu.Lock()
 		l.mu.Lock()
 		l.rec.Value = value
 		l.mu.Unlock()
 		rctx, cancel := context.WithDeadline(ctx, deadline)
-		err := l.renew(rctx)
+		err := l.renewLocked(rctx)
 		cancel()
+		l.writeMu.Unlock()
 		if err != nil {
 			if cause := context.Cause(l.ctx); cause != nil && !errors.Is(err, ErrLeaseLost) {
 				err = errors.Join(cause, err)

@@ -188,6 +188,11 @@ type renewal struct {
 func (l *lease) renew(ctx context.Context) error {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
+	return l.renewLocked(ctx)
+}
+
+// renewLocked is renew, with l.writeMu held by the caller.
+func (l *lease) renewLocked(ctx context.Context) error {
 	for range maxRewrites {
 		again, err := l.renewOnce(ctx)
 		if !again {
