@@ -54,9 +54,12 @@
 //     ([WithExpiryMargin], default 1 s).
 //
 // S3's clock is used only once this process has seen the Date of an answer
-// to one of its own PUTs agree with the Last-Modified that S3 then reports
-// for that write (Date − Last-Modified at most margin − 1 s, so Date runs
-// ahead of the store's clock by less than the margin). A gateway with its
+// to one of its own PUTs (and of the read that followed it) agree with the
+// Last-Modified that S3 then reports for that write (Date − Last-Modified
+// at most margin − 1 s, so Date runs ahead of the store's clock by less
+// than the margin), and only for answers whose Date has moved no faster
+// than this process's clock since; a Date that jumped ahead withdraws the
+// trust. A gateway with its
 // own clock in front of the store could otherwise date every answer an
 // hour ahead, and a fresh contender would take a live hold at once. The
 // evidence comes from reads that show a version this process wrote, or,
@@ -174,6 +177,10 @@
 //     then meets a 412 and costs one more PUT and a GET)
 //   - a lost race (412): 1 extra GET, to report who holds the lock
 //   - renewal: 1 PUT per renewal interval
+//   - a Lock that gives up after reserving the next turn: 1 GET and 1 PUT
+//     to withdraw the reservation
+//   - checking S3's clock: 1 PUT and 1 GET of key + ".s3lock-clock", only
+//     when S3's clock would decide a takeover and was not checked lately
 //
 // A Mutex needs s3:GetObject and s3:PutObject on the lock key, and
 // s3:ListBucket on the bucket (without it AWS answers a GET of a missing key
