@@ -5,11 +5,9 @@ package s3lock
 import (
 	"context"
 	"errors"
-	"net/http"
 	"sync"
 	"time"
 
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
@@ -19,6 +17,10 @@ import (
 // Leader with Owner ""), including the vacancy left by a leader that
 // stopped without resigning, once its hold is judged expired (as a
 // contender judges it: possibly a little after its TTL, never before).
+//
+// It never writes the lock. To call a hold expired by S3's clock it first
+// checks that clock, as a contender does (one PUT and one GET of key +
+// ".s3lock-clock", at most once a minute; see the package documentation).
 //
 // It polls with one GET per retry interval (see [WithRetryInterval]),
 // sooner when a hold is due to expire, with If-None-Match: <last ETag>,
@@ -109,12 +111,7 @@ func pollOnce(ctx context.Context, lm *lockObject, inm *ifNoneMatch, last *snaps
 	c := *last
 	c.seenAt = time.Now()
 	c.serverDate, c.rtt = time.Time{}, 0
-	var re *awshttp.ResponseError
-	if errors.As(err, &re) && re.Response != nil {
-		if t, perr := http.ParseTime(re.Response.Header.Get("Date")); perr == nil {
-			c.serverDate = t
-		}
-	}
+	c.serverDate = errorDate(err)
 	lm.watch.observe(c.versionKey(), c.seenAt)
 	return &c, nil
 }

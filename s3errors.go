@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
@@ -121,4 +122,16 @@ func describe(err error) string {
 		return code
 	}
 	return "error: " + err.Error()
+}
+
+// errorDate returns the Date header of the HTTP answer behind an SDK
+// error (a 304 to a conditional GET, say), or zero.
+func errorDate(err error) time.Time {
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) && re.Response != nil {
+		if t, perr := http.ParseTime(re.Response.Header.Get("Date")); perr == nil {
+			return t
+		}
+	}
+	return time.Time{}
 }

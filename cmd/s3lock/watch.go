@@ -23,8 +23,9 @@ line for every change (a new holder or leader, a new value, a release, or
 a hold that expired because its holder stopped without releasing it),
 until interrupted (Ctrl-C, SIGTERM), when it exits 0. It polls with one
 GET per --interval, sending the last ETag (If-None-Match) so that an
-unchanged object costs no body where the store allows it. It writes
-nothing. While S3 fails it keeps polling and prints nothing; it never
+unchanged object costs no body where the store allows it. It never writes
+the lock (to tell an expired hold by S3's clock it may write the small
+object <key>.s3lock-clock, at most once a minute). While S3 fails it keeps polling and prints nothing; it never
 reports a release that did not happen. Changes faster than --interval may
 be seen as one.
 
