@@ -238,10 +238,7 @@ func (l *lease) renewOnce(ctx context.Context) (again bool, err error) {
 	if rerr != nil {
 		return false, errors.Join(err, rerr)
 	}
-	l.mu.Lock()
-	unchanged := s.rec != nil && s.rec.held() && s.rec.Nonce == l.rec.Nonce
-	again = unchanged && s.etag != l.etag
-	l.mu.Unlock()
+	unchanged, again := l.ours(s)
 	if aerr := l.adopt(s); aerr != nil {
 		return false, aerr
 	}
@@ -252,6 +249,15 @@ func (l *lease) renewOnce(ctx context.Context) (again bool, err error) {
 		return false, err
 	}
 	return again, nil
+}
+
+// ours reports whether s holds our last record (unchanged), and whether a
+// waiter's reservation rewrote it since our last write (rewritten).
+func (l *lease) ours(s *snapshot) (unchanged, rewritten bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	unchanged = s.rec != nil && s.rec.held() && s.rec.Nonce == l.rec.Nonce
+	return unchanged, unchanged && s.etag != l.etag
 }
 
 // extend records a successful write of ours.

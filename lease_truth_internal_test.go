@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/s3lock/s3lock/internal/prevrelease"
 	"github.com/s3lock/s3lock/s3locktest"
 )
 
@@ -181,16 +182,71 @@ func TestOwnWriteClockEvidence(t *testing.T) {
 			lm := &lockObject{margin: DefaultExpiryMargin, log: slog.New(slog.DiscardHandler)}
 			lm.noteWrite(`"ours"`, tc.writeDate)
 			lm.checkOwnWrite(&snapshot{exists: true, etag: `"ours"`, lastModified: written, serverDate: tc.readDate, seenAt: time.Now()})
-			if got := lm.clockTrusted(); got != tc.trusted {
-				t.Errorf("clockTrusted() = %v; want %v", got, tc.trusted)
+			if got := lm.s3clock.trusted(); got != tc.trusted {
+				t.Errorf("trusted() = %v; want %v", got, tc.trusted)
 			}
 			// A read of another version says nothing.
 			other := &lockObject{margin: DefaultExpiryMargin, log: slog.New(slog.DiscardHandler)}
 			other.noteWrite(`"ours"`, tc.writeDate)
 			other.checkOwnWrite(&snapshot{exists: true, etag: `"theirs"`, lastModified: written, serverDate: tc.readDate, seenAt: time.Now()})
-			if other.clockTrusted() {
-				t.Error("clockTrusted() after reading another version = true; want false")
+			if other.s3clock.trusted() {
+				t.Error("trusted() after reading another version = true; want false")
 			}
 		})
 	}
+}
+
+// TestPrevReleaseReadsLeaseStart: a held record that carries lease_start
+// (a waiter of this release reserved the next turn) is read by the
+// previous release as it was before: held, not taken over while the
+// holder's lease runs, and taken over once it ran out with the next
+// generation. (It ignores the field and dates the lease from Last-Modified,
+// which is later: never earlier.)
+func TestPrevReleaseReadsLeaseStart(t *testing.T) {
+	const ttl = 2 * time.Second
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "locks/prev-lease-start"
+	holder, err := New(srv.Client(), srv.Bucket(), key, WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.TryLock(ctx); err != nil {
+		t.Fatalf("TryLock() = %v", err)
+	}
+	gen := holder.Token()
+	time.Sleep(1100 * time.Millisecond) // reserve in a later second
+	waiter, err := New(srv.Client(), srv.Bucket(), key, WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := waiter.lm.read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := waiter.lm.newWaiter(DefaultRetryInterval)
+	waiter.lm.reserve(ctx, s, w)
+	if s2, err := waiter.lm.read(ctx); err != nil || s2.rec == nil || s2.rec.LeaseStart.IsZero() {
+		t.Fatalf("record after the reservation: %+v, %v; want lease_start set", s2, err)
+	}
+	old, err := prevrelease.New(srv.Client(), srv.Bucket(), key, prevrelease.WithTTL(ttl), prevrelease.WithRetryInterval(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.TryLock(ctx); !errors.Is(err, prevrelease.ErrLocked) {
+		t.Fatalf("previous release's TryLock() on a live reserved hold = %v; want ErrLocked", err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := old.Lock(lctx); err != nil {
+		t.Fatalf("previous release's Lock() after the holder stopped renewing = %v", err)
+	}
+	if holder.Context().Err() == nil {
+		t.Error("the previous release took the lock while the holder's lease ran")
+	}
+	if got := old.Token(); got != gen+1 {
+		t.Errorf("previous release's token = %d; want %d", got, gen+1)
+	}
+	_ = old.Unlock(ctx)
+	_ = holder.Unlock(ctx)
 }

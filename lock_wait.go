@@ -4,6 +4,7 @@
 package s3lock
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -43,7 +44,7 @@ func (m *Mutex) wait(ctx context.Context) (held *lease, _ error) {
 		}
 		if ctx.Err() != nil {
 			// An attempt ctx cut short says less than the one before.
-			return nil, m.gaveUp(ctx, cmp(last, err))
+			return nil, m.gaveUp(ctx, cmp.Or(last, err))
 		}
 		if err != nil {
 			last = err
@@ -58,7 +59,7 @@ func (m *Mutex) wait(ctx context.Context) (held *lease, _ error) {
 				w.force = true
 				continue
 			}
-			return nil, cmp(last, error(&LockedError{Key: m.lm.key}))
+			return nil, cmp.Or(last, error(&LockedError{Key: m.lm.key}))
 		}
 		timer.Reset(m.pause(w, a, pause))
 		select {
@@ -67,16 +68,6 @@ func (m *Mutex) wait(ctx context.Context) (held *lease, _ error) {
 			return nil, m.gaveUp(ctx, last)
 		}
 	}
-}
-
-// cmp returns the first of errs that is not nil.
-func cmp(errs ...error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // failed accounts for an attempt's outcome in the run of S3 failures: an

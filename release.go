@@ -99,9 +99,7 @@ func (l *lease) release(ctx context.Context) (*snapshot, error) {
 			l.lm.log.Warn("s3lock: a release reported as failed had been applied; the next holder has moved in", "key", l.lm.key, "error", err)
 			return nil, nil
 		}
-		l.mu.Lock()
-		rewritten := s.rec != nil && s.rec.held() && s.rec.Nonce == l.rec.Nonce && s.etag != l.etag
-		l.mu.Unlock()
+		_, rewritten := l.ours(s)
 		if aerr := l.adopt(s); aerr != nil {
 			return nil, aerr
 		}

@@ -59,7 +59,6 @@ type clockTrust struct {
 	mu        sync.Mutex // protects the fields below
 	trustedAt time.Time  // monotonic: last agreement (zero: none)
 	checkedAt time.Time  // monotonic: last check that did not establish trust
-	skew      time.Duration
 	// The ETag our last write left and the Date of its answer, so that a
 	// read showing that version is evidence about the clock.
 	writeETag string
@@ -67,7 +66,7 @@ type clockTrust struct {
 	writeAt   time.Time // monotonic: when that answer arrived
 	// The Date of the answer that last agreed, and when (monotonic) it
 	// arrived: every later answer's Date must follow the monotonic clock
-	// from there (see trustedFor).
+	// from there (see clockTrustedFor).
 	agreedDate time.Time
 }
 
@@ -77,13 +76,7 @@ func clockAgrees(date, lastModified time.Time, margin time.Duration) bool {
 	return date.Sub(lastModified) <= margin-time.Second
 }
 
-// clockTrusted reports whether the S3-clock rule may be used at all.
-func (lm *lockObject) clockTrusted() bool {
-	lm.s3clock.mu.Lock()
-	defer lm.s3clock.mu.Unlock()
-	return lm.s3clock.trusted()
-}
-
+// trusted reports whether a check has agreed lately (ct.mu held).
 func (ct *clockTrust) trusted() bool {
 	return !ct.trustedAt.IsZero() && time.Since(ct.trustedAt) < clockTrustFor
 }
@@ -118,7 +111,6 @@ func (lm *lockObject) noteClock(date, lastModified, at time.Time) bool {
 	ok := clockAgrees(date, lastModified, lm.margin)
 	lm.s3clock.mu.Lock()
 	defer lm.s3clock.mu.Unlock()
-	lm.s3clock.skew = date.Sub(lastModified)
 	if ok {
 		lm.s3clock.trustedAt, lm.s3clock.agreedDate = at, date
 	} else {
@@ -191,6 +183,7 @@ func (lm *lockObject) checkClock(ctx context.Context) bool {
 		lm.noteClockFailure(fmt.Errorf("scratch key %q too long", key))
 		return false
 	}
+	var ahead time.Duration // Date − Last-Modified of the last try
 	for range clockCheckTries {
 		date, lastModified, at, err := lm.measureClock(ctx, key)
 		if err != nil {
@@ -204,19 +197,13 @@ func (lm *lockObject) checkClock(ctx context.Context) bool {
 		if lm.noteClock(date, lastModified, at) {
 			return true
 		}
-		if date.Sub(lastModified) > lm.margin {
+		if ahead = date.Sub(lastModified); ahead > lm.margin {
 			break // more than a boundary between seconds: really ahead
 		}
 	}
 	lm.log.Info("s3lock: S3's Date runs ahead of its Last-Modified; judging expiry by this process's clock alone",
-		"key", lm.key, "date_minus_last_modified", lm.clockSkew())
+		"key", lm.key, "date_minus_last_modified", ahead)
 	return false
-}
-
-func (lm *lockObject) clockSkew() time.Duration {
-	lm.s3clock.mu.Lock()
-	defer lm.s3clock.mu.Unlock()
-	return lm.s3clock.skew
 }
 
 func (lm *lockObject) noteClockFailure(err error) {
