@@ -33,7 +33,7 @@ func (lm *lockObject) judge(s *snapshot) (claimable bool, left time.Duration) {
 	if s.rec != nil && (!s.rec.held() || lm.orphans.has(s.rec.Nonce)) {
 		return true, 0
 	}
-	left = lm.untilExpired(s, s.holdTTL(lm.ttl))
+	left = lm.holdLeft(s)
 	if left > 0 {
 		return false, left
 	}
@@ -79,6 +79,15 @@ func (lm *lockObject) lockedError(a attempt) *LockedError {
 		le.Generation = s.salvaged.generation
 	}
 	le.Until = s.expiresAt(s.holdTTL(lm.ttl))
+	if s.rec != nil && s.rec.shared() {
+		// Every holder's lease must end before the whole lock is free.
+		le.Owner, le.Until = holderOwners(s.rec.Holders), time.Time{}
+		for _, l := range s.leases(lm.ttl) {
+			if end := l.start.Add(l.ttl); !l.start.IsZero() && end.After(le.Until) {
+				le.Until = end
+			}
+		}
+	}
 	return le
 }
 
@@ -211,7 +220,7 @@ func (lm *lockObject) claim(ctx context.Context, s *snapshot, waited uint64) (*l
 		lm.orphans.clear()
 		// A waiter may have reserved the next turn in our record before
 		// this read: keep its reservation in our next writes.
-		rec.Next, rec.NextWaited, rec.extra = now2.rec.Next, now2.rec.NextWaited, now2.rec.extra
+		rec.keepHints(now2.rec)
 		return lm.confirm(ctx, lm.newLease(now2.etag, rec, first))
 	}
 	if f == failCanceled {

@@ -307,6 +307,8 @@ func (lm *lockObject) leaderOf(s *snapshot) (Leader, time.Duration, error) {
 		return Leader{}, 0, fmt.Errorf("s3lock: %s: %w", lm.name(), s.invalid)
 	case !s.rec.held():
 		return Leader{}, 0, fmt.Errorf("s3lock: %s: %w (free since generation %d)", lm.name(), ErrNoLeader, s.rec.Generation)
+	case s.rec.shared():
+		return Leader{}, 0, fmt.Errorf("s3lock: %s: %w (held by %d shared holders, as a semaphore or read lock)", lm.name(), ErrNoLeader, len(s.rec.Holders))
 	}
 	left := lm.untilExpired(s, s.rec.ttl())
 	if left <= 0 {

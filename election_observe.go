@@ -112,7 +112,7 @@ func pollOnce(ctx context.Context, lm *lockObject, inm *ifNoneMatch, last *snaps
 	c.seenAt = time.Now()
 	c.serverDate, c.rtt = time.Time{}, 0
 	c.serverDate = errorDate(err)
-	lm.watch.observe(c.versionKey(), c.seenAt)
+	lm.watch.observe(c.watchKeys(), c.seenAt)
 	return &c, nil
 }
 

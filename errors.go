@@ -67,7 +67,37 @@ var (
 	// one TTL + margin after a contender first sees it. [Probe] returns it
 	// as a *ClockSkewError.
 	ErrClockSkew = errors.New("s3lock: S3's Date disagrees with its Last-Modified")
+
+	// ErrLimitConflict means the lock object is held by a Semaphore of
+	// another limit, or by readers of an RWMutex when a Semaphore asked
+	// (or the reverse): the holders agree on one limit, and a contender
+	// with another writes nothing. [Semaphore.Acquire] and TryAcquire
+	// return it as a *LimitConflictError.
+	ErrLimitConflict = errors.New("s3lock: the lock's limit differs")
 )
+
+// LimitConflictError reports a shared hold of another limit. It unwraps
+// to [ErrLimitConflict].
+type LimitConflictError struct {
+	// Key is the lock's object key.
+	Key string
+	// Limit is the contender's limit, Found the one of the live holders
+	// in the lock object (0 for the readers of an RWMutex).
+	Limit, Found int64
+}
+
+func (e *LimitConflictError) Error() string {
+	name := func(l int64) string {
+		if l == 0 {
+			return "RWMutex readers"
+		}
+		return fmt.Sprintf("a semaphore of limit %d", l)
+	}
+	return fmt.Sprintf("s3lock: %q is held by %s, not %s", e.Key, name(e.Found), name(e.Limit))
+}
+
+// Unwrap returns ErrLimitConflict.
+func (e *LimitConflictError) Unwrap() error { return ErrLimitConflict }
 
 // ClockSkewError reports a store whose answers are dated by another clock
 // than the one that stamps Last-Modified. It unwraps to [ErrClockSkew].

@@ -8,30 +8,105 @@ import (
 	"time"
 )
 
-// expiryWatch implements the monotonic expiry rule: the version of the
-// object last seen (see versionKey) and when, on this process's monotonic
-// clock, it was first seen.
+// expiryWatch implements the monotonic expiry rule: the versions of the
+// leases in the object last seen (see watchKeys) and when, on this
+// process's monotonic clock, each was first seen.
 type expiryWatch struct {
-	mu    sync.Mutex // protects the fields below
-	key   string
-	first time.Time
+	mu    sync.Mutex // protects first
+	first map[string]time.Time
 }
 
-// observe remembers when a version of the object was first seen.
-func (w *expiryWatch) observe(key string, at time.Time) {
+// observe remembers when each of the versions in keys was first seen, and
+// forgets the versions no longer in the object.
+func (w *expiryWatch) observe(keys []string, at time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if key != w.key || w.first.IsZero() {
-		w.key, w.first = key, at
+	next := make(map[string]time.Time, len(keys))
+	for _, k := range keys {
+		if t, ok := w.first[k]; ok && !t.IsZero() {
+			next[k] = t
+		} else {
+			next[k] = at
+		}
 	}
+	w.first = next
 }
 
-// since returns when the version key was first seen, if it is the one
-// watched.
+// since returns when the version key was first seen, if it is one watched.
 func (w *expiryWatch) since(key string) (time.Time, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.first, w.key == key && !w.first.IsZero()
+	t, ok := w.first[key]
+	return t, ok && !t.IsZero()
+}
+
+// seenLease is one lease a snapshot shows: the hold of a record or of an
+// invalid object, or one holder's of a shared record.
+type seenLease struct {
+	key   string        // its version, for the monotonic rule
+	start time.Time     // when it began by S3's clock, at the latest (zero: unknown)
+	ttl   time.Duration // the TTL it is judged by
+	h     *holder       // the entry, in a shared record
+}
+
+// leases returns the leases held in s (none for no object or a free
+// record); own is the reader's TTL (see holdTTL).
+func (s *snapshot) leases(own time.Duration) []seenLease {
+	switch {
+	case !s.exists || (s.rec != nil && !s.rec.held()):
+		return nil
+	case s.rec != nil && s.rec.shared():
+		out := make([]seenLease, len(s.rec.Holders))
+		for i := range s.rec.Holders {
+			h := &s.rec.Holders[i]
+			out[i] = seenLease{key: h.key(), start: s.holderStart(h), ttl: h.ttl(), h: h}
+		}
+		return out
+	}
+	return []seenLease{{key: s.versionKey(), start: s.leaseStart(), ttl: s.holdTTL(own)}}
+}
+
+// watchKeys are the versions of s the monotonic rule watches.
+func (s *snapshot) watchKeys() []string {
+	if s.rec != nil && s.rec.shared() {
+		return recordKeys(s.rec)
+	}
+	return []string{s.versionKey()}
+}
+
+// recordKeys are the versions of the leases in rec.
+func recordKeys(rec *record) []string {
+	if !rec.shared() {
+		return []string{recordKey(rec)}
+	}
+	keys := make([]string, len(rec.Holders))
+	for i := range rec.Holders {
+		keys[i] = rec.Holders[i].key()
+	}
+	return keys
+}
+
+// holdLeft returns how long until every lease held in s may be judged
+// expired (<= 0: all are, or none is held).
+func (lm *lockObject) holdLeft(s *snapshot) time.Duration {
+	var left time.Duration
+	for _, l := range s.leases(lm.ttl) {
+		left = max(left, lm.leaseLeft(s, l))
+	}
+	return left
+}
+
+// leaseLeft is untilExpired for one lease seen in s.
+func (lm *lockObject) leaseLeft(s *snapshot, l seenLease) time.Duration {
+	need := l.ttl + lm.margin
+	left := need
+	if since, ok := lm.watch.since(l.key); ok {
+		left = need - s.seenAt.Sub(since)
+	}
+	if byS3, ok := s.untilByS3(l.start, need); ok && byS3 < left && lm.clockTrustedFor(s) {
+		left = byS3
+	}
+	return left
 }
 
 // untilExpired returns how long until a hold seen in s, with the given TTL,
@@ -47,22 +122,18 @@ func (w *expiryWatch) since(key string) (time.Time, bool) {
 //
 // Neither rule reads a client's wall clock.
 func (lm *lockObject) untilExpired(s *snapshot, ttl time.Duration) time.Duration {
-	need := ttl + lm.margin
-	left := need
-	if since, ok := lm.watch.since(s.versionKey()); ok {
-		left = need - s.seenAt.Sub(since)
-	}
-	if byS3, ok := s.untilExpiredByS3(need); ok && byS3 < left && lm.clockTrustedFor(s) {
-		left = byS3
-	}
-	return left
+	return lm.leaseLeft(s, seenLease{key: s.versionKey(), start: s.leaseStart(), ttl: ttl})
 }
 
 // untilExpiredByS3 is the S3-clock rule of untilExpired: how long, by the
 // Date of the answer in s, until the hold's lease started need + 1 s
 // before. ok is false when s lacks either time.
 func (s *snapshot) untilExpiredByS3(need time.Duration) (left time.Duration, ok bool) {
-	start := s.leaseStart()
+	return s.untilByS3(s.leaseStart(), need)
+}
+
+// untilByS3 is untilExpiredByS3 for a lease that began at start.
+func (s *snapshot) untilByS3(start time.Time, need time.Duration) (left time.Duration, ok bool) {
 	if s.serverDate.IsZero() || start.IsZero() {
 		return 0, false
 	}

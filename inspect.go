@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -52,6 +53,30 @@ type LockStatus struct {
 	ExpiresAt time.Time
 	// Invalid is why the object is not an s3lock record, when it is not.
 	Invalid error
+	// Holders lists the holds of a shared record (a Semaphore's or an
+	// RWMutex's readers), nil otherwise. For such a record Owner names
+	// the first few holders, Until is the latest end of their leases,
+	// and Expired reports that every one of them is over by S3's clock.
+	Holders []HolderStatus
+	// Limit is the units a Semaphore's holders share (0 for readers, or
+	// for a record that is not shared), and Units how many they hold.
+	Limit, Units int64
+}
+
+// HolderStatus describes one holder of a shared record.
+type HolderStatus struct {
+	// ID names the holder in the record; pass it to ForceUnlockHolder.
+	ID    string
+	Owner string
+	// Units is how many units it holds (1 for a reader), Token the
+	// fencing token of its grant, TTL its lease.
+	Units int64
+	Token uint64
+	TTL   time.Duration
+	// Until is the earliest end of its lease by S3's clock, and Expired
+	// reports that it is over by S3's clock (see LockStatus.Expired).
+	Until   time.Time
+	Expired bool
 }
 
 // Inspect reads the lock object at bucket/key with one GET and describes
@@ -140,6 +165,68 @@ func ForceUnlock(ctx context.Context, client S3API, bucket, key, etag string) (*
 	return nil, err
 }
 
+// ForceUnlockHolder breaks one hold of a shared record (a Semaphore's or
+// an RWMutex reader's): it removes the holder with the given ID (as
+// Inspect lists it in Holders) from the object, but only if the object
+// still has the given ETag, so it never breaks what the caller did not
+// see. The other holders keep their holds. The record's generation grows
+// by one, as for every grant. The holder finds its hold lost at its next
+// renewal or release. When it was the last holder, the object is left
+// free. It returns the status of what it found. On an ETag mismatch it
+// returns an error matching ErrChanged and writes nothing; when the
+// object is not a shared record or does not list id, one matching
+// [ErrNotHeld].
+func ForceUnlockHolder(ctx context.Context, client S3API, bucket, key, etag, id string) (*LockStatus, error) {
+	lm, err := inspector(client, bucket, key)
+	if err != nil {
+		return nil, err
+	}
+	if etag == "" || id == "" {
+		return nil, fmt.Errorf("%w: empty ETag or holder ID", ErrInvalidArgument)
+	}
+	s, err := lm.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !s.exists || s.etag != etag {
+		return nil, fmt.Errorf("%w: %s has ETag %q, not %q", ErrChanged, lm.name(), s.etag, etag)
+	}
+	if s.rec == nil || !s.rec.shared() || !slices.ContainsFunc(s.rec.Holders, func(h holder) bool { return h.ID == id }) {
+		return nil, fmt.Errorf("%w: %s does not list holder %q", ErrNotHeld, lm.name(), id)
+	}
+	st := lm.status(s)
+	rec := *s.rec
+	if rec.Generation, err = lm.nextGeneration(s); err != nil {
+		return nil, err
+	}
+	rec.Nonce, rec.WrittenAt = newNonce(), lm.clock.Now()
+	rec.Holders = s.stampOthers(func(h *holder) bool { return h.ID != id })
+	if len(rec.Holders) == 0 {
+		rec.State, rec.Limit = stateFree, 0
+	} else {
+		rec.TTLMillis = maxHolderTTL(rec.Holders)
+	}
+	_, f, err := lm.put(ctx, &rec, condition{etag: etag})
+	switch f {
+	case failNone:
+		return st, nil
+	case failPermanent:
+		return nil, err
+	}
+	rctx, cancel := resolveContext(ctx, lm.resolveTimeout)
+	defer cancel()
+	now, rerr := lm.read(rctx)
+	switch {
+	case rerr != nil:
+		return nil, errors.Join(err, rerr)
+	case now.rec != nil && now.rec.Nonce == rec.Nonce:
+		return st, nil
+	case f == failPrecondition || f == failNotFound || f == failConflict:
+		return nil, fmt.Errorf("%w: %w", ErrChanged, err)
+	}
+	return nil, err
+}
+
 // inspector is the lease manager Inspect and ForceUnlock read and write
 // through: default options, no owner.
 func inspector(client S3API, bucket, key string) (*lockObject, error) {
@@ -164,7 +251,23 @@ func (lm *lockObject) status(s *snapshot) *LockStatus {
 	} else {
 		st.Held = true
 	}
-	if st.Held {
+	switch {
+	case s.rec != nil && s.rec.shared():
+		st.Owner, st.Limit, st.Expired = holderOwners(s.rec.Holders), s.rec.Limit, true
+		for _, l := range s.leases(lm.ttl) {
+			left, ok := s.untilByS3(l.start, l.ttl+lm.margin)
+			hs := HolderStatus{ID: l.h.ID, Owner: l.h.Owner, Units: l.h.Units, Token: l.h.Token, TTL: l.ttl, Expired: ok && left <= 0}
+			if !l.start.IsZero() {
+				hs.Until = l.start.Add(l.ttl)
+			}
+			if hs.Until.After(st.Until) {
+				st.Until = hs.Until
+			}
+			st.Expired = st.Expired && hs.Expired
+			st.Units += hs.Units
+			st.Holders = append(st.Holders, hs)
+		}
+	case st.Held:
 		st.Until = s.expiresAt(ttl)
 		left, ok := s.untilExpiredByS3(ttl + lm.margin)
 		st.Expired = ok && left <= 0

@@ -297,8 +297,7 @@ func (l *lease) adopt(s *snapshot) error {
 			// turn: keep the reservation in our next writes.
 			l.mu.Lock()
 			l.etag = s.etag
-			l.rec.Next, l.rec.NextWaited = s.rec.Next, s.rec.NextWaited
-			l.rec.extra = s.rec.extra // and what a later version's waiter added
+			l.rec.keepHints(s.rec) // and what a later version's waiter added
 			l.mu.Unlock()
 		} else {
 			l.extend(s.etag, s.rec, start)

@@ -33,21 +33,9 @@ type Mutex struct {
 // arguments and makes no S3 request. On failure it returns an error that
 // matches [ErrInvalidArgument].
 func New(client S3API, bucket, key string, opts ...Option) (*Mutex, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		if opt == nil {
-			return nil, fmt.Errorf("%w: nil Option", ErrInvalidArgument)
-		}
-		opt(&o)
-	}
-	if o.ownerSet && o.owner == "" {
-		return nil, fmt.Errorf("%w: empty owner", ErrInvalidArgument)
-	}
-	if err := o.validate(); err != nil {
+	o, err := buildOptions(opts)
+	if err != nil {
 		return nil, err
-	}
-	if o.owner == "" {
-		o.owner = defaultOwner()
 	}
 	lm, err := newLockObject(client, bucket, key, &o)
 	if err != nil {

@@ -223,6 +223,28 @@ func defaultOptions() options {
 	}
 }
 
+// buildOptions applies opts to the defaults and validates the result. On
+// failure the error matches [ErrInvalidArgument].
+func buildOptions(opts []Option) (options, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if opt == nil {
+			return o, fmt.Errorf("%w: nil Option", ErrInvalidArgument)
+		}
+		opt(&o)
+	}
+	if o.ownerSet && o.owner == "" {
+		return o, fmt.Errorf("%w: empty owner", ErrInvalidArgument)
+	}
+	if err := o.validate(); err != nil {
+		return o, err
+	}
+	if o.owner == "" {
+		o.owner = defaultOwner()
+	}
+	return o, nil
+}
+
 func defaultOwner() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {

@@ -135,7 +135,7 @@ func (lm *lockObject) read(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		f, mapped := classify(err, lm.bucket)
 		if f == failNotFound {
-			lm.watch.observe("", seenAt)
+			lm.watch.observe(nil, seenAt)
 			s := &snapshot{seenAt: seenAt, rtt: seenAt.Sub(sent)}
 			lm.orphans.prune(s)
 			return s, nil
@@ -165,7 +165,7 @@ func (lm *lockObject) read(ctx context.Context) (*snapshot, error) {
 	default:
 		s.rec = rec
 	}
-	lm.watch.observe(s.versionKey(), seenAt)
+	lm.watch.observe(s.watchKeys(), seenAt)
 	lm.orphans.prune(s)
 	lm.checkOwnWrite(s)
 	return s, nil
@@ -231,11 +231,11 @@ func (lm *lockObject) put(ctx context.Context, rec *record, cond condition, optF
 		// A waiter may have reserved the next turn in our record since:
 		// keep its reservation in our next writes over this version.
 		etag = s.etag
-		rec.Next, rec.NextWaited, rec.extra = s.rec.Next, s.rec.NextWaited, s.rec.extra
+		rec.keepHints(s.rec)
 	} else {
 		lm.noteWrite(etag, responseDate(out.ResultMetadata))
 	}
-	lm.watch.observe(recordKey(rec), time.Now())
+	lm.watch.observe(recordKeys(rec), time.Now())
 	return etag, failNone, nil
 }
 

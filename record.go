@@ -27,7 +27,17 @@ const maxRecordSize = 4096
 const (
 	recordSchema = 1
 	valueSchema  = 2
+	// sharedSchema is that of a record held by several holders at once
+	// (semaphores and read locks, see shared.go): schema 1 plus limit and
+	// holders. Releases before it read such a record as another version's
+	// hold (rule 4 of docs/record-format.md): held, honouring its ttl_ms
+	// and generation, never rewritten.
+	sharedSchema = 3
 )
+
+// maxHolders bounds the holders a shared record lists; the 4 KiB record
+// is full well before that (see docs/record-format.md).
+const maxHolders = 64
 
 // MaxValueLen is the longest value, in bytes, an [Election] publishes with
 // its term.
@@ -75,6 +85,16 @@ type record struct {
 	// Value is what an elected leader publishes with its term (see
 	// election.go); "" for a Mutex. A free record never carries one.
 	Value string `json:"value,omitempty"`
+	// Limit is the number of units a shared record's holders share (a
+	// Semaphore's limit), or 0 for the shared holds of an RWMutex (any
+	// number of readers). Only a shared record carries it.
+	Limit int64 `json:"limit,omitempty"`
+	// Holders lists the holds of a shared record (schema 3), each with its
+	// own lease; empty for every other record.
+	Holders []holder `json:"holders,omitempty"`
+	// NextUnits is how many units the waiter named by Next needs (0: all
+	// of them, an exclusive hold). A scheduling hint like Next.
+	NextUnits int64 `json:"next_units,omitempty"`
 	// extra holds the top-level fields this version does not know, as
 	// read. A rewrite of the same hold (a reservation, a renewal, a
 	// Proclaim, the release) writes them back; a new grant does not.
@@ -100,6 +120,30 @@ var knownFields = func() []string {
 func (r *record) ttl() time.Duration { return time.Duration(r.TTLMillis) * time.Millisecond }
 
 func (r *record) held() bool { return r.State == stateHeld }
+
+// keepHints copies into r what a waiter may have written into a record of
+// the same hold: its reservation of the next turn, and the fields this
+// version does not know.
+func (r *record) keepHints(from *record) {
+	r.Next, r.NextWaited, r.NextUnits, r.extra = from.Next, from.NextWaited, from.NextUnits, from.extra
+}
+
+// stampFor prepares r, a copy of the record in s, for a rewrite that is
+// not the holders' own (a waiter's reservation or its withdrawal): it
+// keeps when their leases began, by S3's clock, in LeaseStart or, in a
+// shared record, in each holder's Since.
+func (r *record) stampFor(s *snapshot) {
+	switch {
+	case !r.held():
+	case r.shared():
+		r.Holders = s.stampOthers(nil)
+	default:
+		r.LeaseStart = s.leaseStart()
+	}
+}
+
+// shared reports a record held by the holders it lists (schema 3).
+func (r *record) shared() bool { return len(r.Holders) > 0 }
 
 // marshalJSON is json.Marshal without HTML escaping: "&", "<" and ">" in
 // an owner or value take one byte in the body, not six.
@@ -130,8 +174,14 @@ func encodeRecord(r *record) []byte {
 	if !c.held() {
 		c.Value = ""
 	}
+	if !c.held() {
+		c.Holders, c.Limit = nil, 0
+	}
 	c.Schema = recordSchema
-	if c.Value != "" {
+	switch {
+	case c.shared():
+		c.Schema = sharedSchema
+	case c.Value != "":
 		c.Schema = valueSchema
 	}
 	b, err := marshalJSON(&c)
@@ -145,17 +195,7 @@ func encodeRecord(r *record) []byte {
 	if len(c.extra) == 0 {
 		return b
 	}
-	out := bytes.TrimSuffix(bytes.Clone(b), []byte("}"))
-	keys := make([]string, 0, len(c.extra))
-	for k := range c.extra {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		name, _ := json.Marshal(k)
-		out = append(append(append(append(out, ','), name...), ':'), c.extra[k]...)
-	}
-	out = append(out, '}')
+	out := appendExtra(b, c.extra)
 	if len(out) > maxRecordSize || !json.Valid(out) {
 		return b
 	}
@@ -178,6 +218,7 @@ func decodeRecord(body []byte) (*record, error) {
 		Waited     json.RawMessage `json:"waited"`
 		Next       json.RawMessage `json:"next"`
 		NextWaited json.RawMessage `json:"next_waited"`
+		NextUnits  json.RawMessage `json:"next_units"`
 		LeaseStart json.RawMessage `json:"lease_start"`
 	}
 	if err := dec.Decode(&w); err != nil {
@@ -190,10 +231,20 @@ func decodeRecord(body []byte) (*record, error) {
 	hint(w.Waited, &r.Waited)
 	hint(w.Next, &r.Next)
 	hint(w.NextWaited, &r.NextWaited)
+	hint(w.NextUnits, &r.NextUnits)
 	hint(w.LeaseStart, &r.LeaseStart)
+	if r.NextUnits < 0 {
+		r.NextUnits = 0
+	}
 	switch {
-	case r.Schema != recordSchema && r.Schema != valueSchema:
+	case r.Schema != recordSchema && r.Schema != valueSchema && r.Schema != sharedSchema:
 		return nil, fmt.Errorf("unknown record schema %d", r.Schema)
+	case r.Schema == sharedSchema:
+		if err := checkShared(&r); err != nil {
+			return nil, err
+		}
+	case len(r.Holders) > 0 || r.Limit != 0:
+		return nil, fmt.Errorf("schema %d record with holders or a limit", r.Schema)
 	case len(r.Value) > MaxValueLen:
 		return nil, fmt.Errorf("record value longer than %d bytes", MaxValueLen)
 	case r.State != stateHeld && r.State != stateFree:

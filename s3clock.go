@@ -164,9 +164,15 @@ func (lm *lockObject) wantsClockCheck(s *snapshot) bool {
 	if !s.exists || (s.rec != nil && (!s.rec.held() || lm.orphans.has(s.rec.Nonce))) {
 		return false
 	}
-	ttl := s.holdTTL(lm.ttl)
-	byS3, ok := s.untilExpiredByS3(ttl + lm.margin)
-	if !ok || byS3 > 0 || lm.untilExpired(s, ttl) <= 0 {
+	decides := false
+	for _, l := range s.leases(lm.ttl) {
+		byS3, ok := s.untilByS3(l.start, l.ttl+lm.margin)
+		if ok && byS3 <= 0 && lm.leaseLeft(s, l) > 0 {
+			decides = true
+			break
+		}
+	}
+	if !decides {
 		return false
 	}
 	lm.s3clock.mu.Lock()

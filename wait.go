@@ -254,10 +254,13 @@ func (w *waiter) decideHeld(s *snapshot) (reserve bool) {
 	case s.rec.Next != "":
 		// Another waiter is next; an older one may take its place.
 		w.rank = max(w.rank, 1)
-		w.reserve = age > s.rec.NextWaited && age >= reserveAge(s.rec)
-	case age >= reserveAge(s.rec) && w.settled:
+		w.reserve = age > s.rec.NextWaited && (age >= reserveAge(s.rec) || s.rec.shared())
+	case (age >= reserveAge(s.rec) || s.rec.shared()) && w.settled:
+		// A shared hold (readers, a semaphore's holders) can go on
+		// forever as holders come and go: a waiter for the whole lock
+		// reserves at once, and new shared holds then wait behind it.
 		w.reserve, w.settled = true, false
-	case age >= reserveAge(s.rec):
+	case age >= reserveAge(s.rec) || s.rec.shared():
 		// Waiters that arrived together become eligible together:
 		// look again after a random part of a few round trips, and
 		// reserve then only if nobody has, so that one PUT is sent
@@ -363,13 +366,10 @@ func (lm *lockObject) trustedAge(s *snapshot) time.Duration {
 // lands only over the version w judged. Its outcome needs no resolving:
 // the next poll shows whether the record names w.
 func (lm *lockObject) reserve(ctx context.Context, s *snapshot, w *waiter) {
-	rec := *s.rec
-	rec.Next, rec.NextWaited = w.id, w.age(rec.Generation)
-	// The rewrite moves Last-Modified, not the holder's lease: record when
-	// the holder's own write was made, by S3's clock, for readers to date
-	// the lease from (an earlier reservation's copy, if any, is kept).
-	rec.LeaseStart = s.leaseStart()
-	if _, f, _ := lm.put(ctx, &rec, condition{etag: s.etag}); f == failNone {
+	// The rewrite moves Last-Modified, not the holders' leases: it
+	// records when their own writes were made, by S3's clock, for readers
+	// to date the leases from (see stampFor).
+	if lm.reserveTurn(ctx, s, w.id, w.age(s.rec.Generation), 0) {
 		w.reserved, w.rank = true, 0
 	}
 	lm.hooks.reserve(ctx, lm, s, w.reserved)
@@ -396,9 +396,7 @@ func (lm *lockObject) withdraw(ctx context.Context, w *waiter) {
 		return
 	}
 	rec := *s.rec
-	rec.Next, rec.NextWaited = "", 0
-	if rec.held() {
-		rec.LeaseStart = s.leaseStart() // a rewrite that is not the holder's
-	}
+	rec.Next, rec.NextWaited, rec.NextUnits = "", 0, 0
+	rec.stampFor(s) // a rewrite that is not the holders'
 	lm.put(ctx, &rec, condition{etag: s.etag})
 }

@@ -1,0 +1,221 @@
+// The calls of a shared hold: one attempt, waiting, release; what
+// Semaphore and the read side of RWMutex are made of.
+
+package s3lock
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// checkUnits validates a request for n units.
+func (sl *sharedLock) checkUnits(n int64) error {
+	if n < 1 || n > sl.capacity() {
+		return fmt.Errorf("%w: %d units requested; must be 1..%d", ErrInvalidArgument, n, sl.capacity())
+	}
+	return nil
+}
+
+// tryAcquire makes one attempt to take n units.
+func (sl *sharedLock) tryAcquire(ctx context.Context, op string, n int64) error {
+	if err := sl.checkUnits(n); err != nil {
+		return err
+	}
+	select {
+	case sl.turn <- struct{}{}:
+	default:
+		return &LockedError{Key: sl.lm.key, Owner: sl.lm.owner, Local: true, Generation: sl.token()}
+	}
+	if err := ctx.Err(); err != nil {
+		<-sl.turn
+		return fmt.Errorf("s3lock: %s %s: %w", op, sl.lm.name(), err)
+	}
+	if sl.opts.probe {
+		if err := sl.probe.check(ctx, sl.lm.client, sl.lm.bucket, sl.lm.key); err != nil {
+			<-sl.turn
+			return err
+		}
+	}
+	sh, v, s, err := sl.claimShared(ctx, n, nil)
+	if sh == nil {
+		<-sl.turn
+		if err == nil {
+			err = sl.lockedError(s, v)
+		}
+		return err
+	}
+	sl.install(sh)
+	return nil
+}
+
+// acquire takes n units, waiting until they are free.
+func (sl *sharedLock) acquire(ctx context.Context, op string, n int64) error {
+	if err := sl.checkUnits(n); err != nil {
+		return err
+	}
+	select {
+	case sl.turn <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("s3lock: %s %s: %w", op, sl.lm.name(), ctx.Err())
+	}
+	sh, err := sl.wait(ctx, op, n)
+	if err != nil {
+		<-sl.turn
+		return err
+	}
+	sl.install(sh)
+	return nil
+}
+
+// wait runs the attempts of acquire, paced as Mutex.Lock's: never more
+// than one retry interval apart (sooner when a lease in the way can be
+// judged expired sooner), and at most a quarter of reservationTTL apart
+// once this waiter has reserved the next turn.
+func (sl *sharedLock) wait(ctx context.Context, op string, n int64) (held *share, _ error) {
+	if sl.opts.probe {
+		if err := sl.probe.check(ctx, sl.lm.client, sl.lm.bucket, sl.lm.key); err != nil {
+			return nil, err
+		}
+	}
+	b := sl.opts.backoff
+	if b == nil {
+		b = backoff.NewConstantBackOff(sl.opts.retryInterval)
+	}
+	b.Reset()
+	w := &sharedWaiter{sl: sl, id: newNonce()[:16]}
+	defer func() {
+		if held == nil {
+			sl.withdrawShared(ctx, w)
+		}
+	}()
+	var failing failureRun
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var last error
+	gaveUp := func(last error) error {
+		if last == nil {
+			return fmt.Errorf("s3lock: %s %s: %w", op, sl.lm.name(), ctx.Err())
+		}
+		return fmt.Errorf("s3lock: %s %s: %w (last attempt: %w)", op, sl.lm.name(), ctx.Err(), last)
+	}
+	for {
+		if ctx.Err() != nil {
+			return nil, gaveUp(last)
+		}
+		sh, v, s, err := sl.claimShared(ctx, n, w)
+		if sh != nil {
+			failing.recovered(sl.lm.log, sl.lm.key)
+			return sh, nil
+		}
+		if ctx.Err() != nil {
+			return nil, gaveUp(cmp.Or(last, err))
+		}
+		if err == nil {
+			err = sl.lockedError(s, v)
+			last = err
+			failing.recovered(sl.lm.log, sl.lm.key)
+		} else {
+			last = err
+			if isPermanent(err) || errors.Is(err, ErrLimitConflict) {
+				return nil, err
+			}
+			if d := failing.failed(sl.lm.log, sl.lm.key, err); sl.opts.failureTimeout > 0 && d >= sl.opts.failureTimeout {
+				return nil, fmt.Errorf("s3lock: %s %s: gave up after S3 failed for %v without a break: %w", op, sl.lm.name(), d.Round(time.Millisecond), err)
+			}
+		}
+		pause := b.NextBackOff()
+		if pause == backoff.Stop {
+			return nil, last
+		}
+		pause = min(pause, sl.opts.retryInterval)
+		if w.reserved {
+			pause = min(pause, reservationTTL/4)
+		}
+		if v.left > 0 && v.left < pause {
+			pause = v.left
+		}
+		timer.Reset(pause)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			return nil, gaveUp(last)
+		}
+	}
+}
+
+// install publishes the hold once its deadline timer or renewer runs.
+func (sl *sharedLock) install(sh *share) {
+	sh.start(sl.opts.autoRenew)
+	sl.mu.Lock()
+	sl.hold = sh
+	sl.mu.Unlock()
+}
+
+// release gives back the units held. Whatever it returns, nothing is
+// held afterwards and the hold's context is cancelled.
+func (sl *sharedLock) release(ctx context.Context, op string) error {
+	sl.mu.Lock()
+	sh := sl.hold
+	sl.hold = nil
+	sl.mu.Unlock()
+	if sh == nil {
+		return fmt.Errorf("s3lock: %s %s: %w", op, sl.lm.name(), ErrNotHeld)
+	}
+	defer func() { <-sl.turn }()
+	sh.halt()
+	var lost error
+	if sh.ctx.Err() != nil {
+		lost = context.Cause(sh.ctx)
+	}
+	rctx, cancel := releaseContext(ctx, sl.opts.releaseTimeout)
+	defer cancel()
+	err := sh.release(rctx)
+	if err != nil {
+		sh.cancel(ErrLeaseLost)
+		if lost != nil && !errors.Is(err, ErrLeaseLost) {
+			err = errors.Join(lost, err)
+		}
+		return fmt.Errorf("s3lock: %s %s: %w", op, sl.lm.name(), err)
+	}
+	sh.cancel(ErrNotHeld)
+	if lost != nil {
+		return fmt.Errorf("s3lock: %s %s: the hold had ended before (released since): %w", op, sl.lm.name(), lost)
+	}
+	return nil
+}
+
+// context is the current hold's context, or one already cancelled with
+// ErrNotHeld.
+func (sl *sharedLock) context() context.Context {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.hold == nil {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(ErrNotHeld)
+		return ctx
+	}
+	return sl.hold.ctx
+}
+
+// token is the current hold's fencing token, 0 when none.
+func (sl *sharedLock) token() uint64 {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.hold == nil {
+		return 0
+	}
+	return sl.hold.token
+}
+
+// held reports whether the value holds units whose lease is still on.
+func (sl *sharedLock) held() bool {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.hold != nil && sl.hold.ctx.Err() == nil
+}
