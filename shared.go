@@ -188,7 +188,8 @@ func (sl *sharedLock) claimShared(ctx context.Context, n int64, w *sharedWaiter)
 		if h := sl.ownEntry(s, sent); h != nil {
 			// A grant of ours reported as failed had been applied.
 			lm.log.Warn("s3lock: a grant reported as failed had been applied; the units are ours", "key", lm.key)
-			return sl.newShare(s.etag, s.rec, h, first), verdict{}, nil, nil
+			sh, err := sl.confirm(ctx, sl.newShare(s.etag, s.rec, h, first))
+			return sh, verdict{}, nil, err
 		}
 		if lm.wantsClockCheck(s) && !lm.checkClock(ctx) && ctx.Err() != nil {
 			return nil, verdict{}, nil, fmt.Errorf("s3lock: acquiring %s: checking S3's clock: %w", lm.name(), ctx.Err())
@@ -222,7 +223,8 @@ func (sl *sharedLock) claimShared(ctx context.Context, n int64, w *sharedWaiter)
 		switch f {
 		case failNone:
 			lm.pace.noteRTT(time.Since(start.mono))
-			return sl.newShare(etag, rec, mine, start), verdict{}, nil, nil
+			sh, err := sl.confirm(ctx, sl.newShare(etag, rec, mine, start))
+			return sh, verdict{}, nil, err
 		case failPermanent:
 			return nil, verdict{}, nil, err
 		case failPrecondition, failNotFound:
@@ -245,13 +247,35 @@ func (sl *sharedLock) claimShared(ctx context.Context, n int64, w *sharedWaiter)
 		}
 		if h := sl.ownEntry(back, sent); h != nil {
 			lm.log.Warn("s3lock: a grant reported as failed had been applied; the units are ours", "key", lm.key, "error", err)
-			return sl.newShare(back.etag, back.rec, h, first), verdict{}, nil, nil
+			sh, err := sl.confirm(ctx, sl.newShare(back.etag, back.rec, h, first))
+			return sh, verdict{}, nil, err
 		}
 		if f == failCanceled {
 			return nil, verdict{}, nil, err
 		}
 		s = back
 	}
+}
+
+// confirm returns sh if its lease still has time left. Learning that a
+// grant landed can take longer than the TTL: such a hold is renewed once
+// (the renewal lands only if our entry is still listed) and given up if
+// that fails, so a caller is never told it holds units whose lease is over.
+func (sl *sharedLock) confirm(ctx context.Context, sh *share) (*share, error) {
+	if time.Now().Before(sh.safeUntil()) {
+		return sh, nil
+	}
+	rctx, cancel := resolveContext(ctx, sl.lm.resolveTimeout)
+	defer cancel()
+	err := sh.renew(rctx)
+	if err == nil && time.Now().Before(sh.safeUntil()) {
+		return sh, nil
+	}
+	sh.cancel(ErrLeaseLost)
+	if err == nil {
+		err = fmt.Errorf("%w: renewed, but the TTL (%v) is shorter than S3 takes to answer", ErrLeaseLost, sl.lm.ttl)
+	}
+	return nil, fmt.Errorf("s3lock: acquiring %s: the hold ran out before it could be confirmed: %w", sl.lm.name(), err)
 }
 
 // ownEntry returns our entry in s if it carries one of the nonces sent.
@@ -310,9 +334,13 @@ func (sl *sharedLock) grantRecord(s *snapshot, n int64, keep []holder, w *shared
 	if len(rec.Holders) > maxHolders {
 		return nil, nil, nil
 	}
-	if len(encodeRecord(rec)) > maxRecordSize {
+	// Leave room for what later writes add: a waiter's reservation and
+	// the Since stamp of our entry.
+	const room = maxRecordSize - 160
+	if len(encodeRecord(rec)) > room {
 		rec.Holders[len(rec.Holders)-1].Owner, mine.Owner = "", ""
-		if len(encodeRecord(rec)) > maxRecordSize {
+		if len(encodeRecord(rec)) > room {
+			lm.log.Warn("s3lock: the lock object has no room for another holder", "key", lm.key, "holders", len(rec.Holders)-1)
 			return nil, nil, nil
 		}
 	}
