@@ -200,6 +200,21 @@
 // Mutex on one key exclude each other; the term's token is a fencing token
 // like the Mutex's.
 //
+// # Semaphores and shared locks
+//
+// A [Semaphore] lets at most limit units be held at once, and an [RWMutex]
+// lets any number of readers, or one writer, hold a key. Their holders share
+// one record (schema 3, see docs/record-format.md) that lists each hold with
+// its own lease, units and fencing token; a grant, a renewal and a release
+// are each a conditional PUT of that record (after a GET when another holder
+// wrote since), keeping every other entry. Each lease is judged as the
+// Mutex's is, so a holder that stops renewing loses its units TTL + margin
+// after its last write, and not before. Exclusive holds (a Mutex, an
+// RWMutex's writer) and shared ones exclude each other on the same key. The
+// oldest waiter reserves the next turn in the record, and the units it needs
+// are then left to it: a large request is not overtaken forever, and new
+// readers wait behind a waiting writer.
+//
 // # In one process
 //
 // A *Mutex is safe for concurrent use and works like sync.Mutex between the
