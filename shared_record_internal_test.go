@@ -57,4 +57,3 @@ func TestSharedRecordRejected(t *testing.T) {
 		}
 	}
 }
-
