@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/internal/s3http"
 )
 
 // holdNamed starts "s3lock run flags... URL -- block" with --owner name;
@@ -60,6 +66,7 @@ func TestRunSlots(t *testing.T) {
 		says  string
 	}{
 		{"third slot, --wait 0", []string{"--slots", "2", "--wait", "0"}, exitConflict, "no free slot"},
+		{"third slot, timed wait", []string{"--slots", "2", "--wait", "500ms"}, exitConflict, "no free slot"},
 		{"exclusive run", []string{"--wait", "0"}, exitConflict, "held"},
 		{"another limit", []string{"--slots", "3"}, exitLimitConflict, "limit"},
 		{"shared", []string{"--shared"}, exitLimitConflict, "limit"},
@@ -273,6 +280,13 @@ func TestUnlockWholeSharedHold(t *testing.T) {
 
 	m, _, release := holdNamed(t, h, "locks/mutex-holder", "excl")
 	defer func() { release(); m.wait() }()
+	// Shared holds wait for an exclusive one.
+	for _, flags := range [][]string{{"--shared", "--wait", "0"}, {"--shared", "--wait", "500ms"}, {"--slots", "2", "-n"}} {
+		args := append(append([]string{"run"}, flags...), h.url("locks/mutex-holder"), "--", "true")
+		if r := h.run(nil, args...); r.code != exitConflict || !strings.Contains(r.stderr, `"excl"`) {
+			t.Errorf("run %v on an exclusive hold: exit code %d, stderr %q; want %d naming the holder", flags, r.code, r.stderr, exitConflict)
+		}
+	}
 	before := inspect(t, h, "locks/mutex-holder")
 	r = h.run(nil, "unlock", "--force", "--holder", "x", h.url("locks/mutex-holder"))
 	if r.code != exitFailure || !strings.Contains(r.stderr, "not a shared hold") {
@@ -280,5 +294,79 @@ func TestUnlockWholeSharedHold(t *testing.T) {
 	}
 	if st := inspect(t, h, "locks/mutex-holder"); st.ETag != before.ETag {
 		t.Errorf("unlock --force --holder changed a Mutex's hold: %+v", st)
+	}
+}
+
+// TestUnlockChanged: when the lock changes between unlock's read and its
+// write, unlock --force (with or without --holder) breaks nothing and
+// exits 1. The change is made by a proxy in front of S3, just before it
+// passes on unlock's second request.
+func TestUnlockChanged(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		extra []string
+	}{{"whole", nil}, {"holder", []string{"--holder"}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t)
+			key := "locks/changed"
+			sems := make([]*s3lock.Semaphore, 3)
+			for i := range sems {
+				s, err := s3lock.NewSemaphore(h.srv.Client(), h.srv.Bucket(), key, 3, s3lock.WithOwner(fmt.Sprintf("lib-%d", i)), s3lock.WithTTL(30*time.Second))
+				if err != nil {
+					t.Fatal(err)
+				}
+				sems[i] = s
+			}
+			for _, s := range sems[:2] {
+				if err := s.TryAcquire(ctx, 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t.Cleanup(func() {
+				for _, s := range sems {
+					_ = s.Release(ctx)
+				}
+			})
+			var (
+				mu       sync.Mutex
+				requests int
+				changed  error
+			)
+			h.endpoint = s3http.Proxy(t, h.srv.URL(), func(_ http.ResponseWriter, r *http.Request) bool {
+				if !strings.HasSuffix(r.URL.Path, "/"+key) {
+					return false
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if requests++; requests == 2 {
+					changed = sems[2].TryAcquire(ctx, 1) // a third holder joins
+				}
+				return false
+			})
+			args := []string{"unlock", "--force"}
+			if tc.extra != nil {
+				args = append(args, "--holder", holderID(t, h, key, "lib-0"))
+			}
+			r := h.run(nil, append(args, h.url(key))...)
+			mu.Lock()
+			if changed != nil {
+				t.Fatalf("the third holder could not join: %v", changed)
+			}
+			mu.Unlock()
+			if r.code != exitFailure || !strings.Contains(r.stderr, "changed after it was read") || !strings.Contains(r.stderr, "nothing was broken") {
+				t.Errorf("unlock %v: exit code %d, stdout %q, stderr %q; want %d, nothing broken", args, r.code, r.stdout, r.stderr, exitFailure)
+			}
+			if st := inspect(t, h, key); len(st.Holders) != 3 {
+				t.Errorf("after the refused unlock the holders are %+v; want all 3", st.Holders)
+			}
+			for i, s := range sems {
+				if err := s.Context().Err(); err != nil {
+					t.Errorf("holder lib-%d lost its hold: %v", i, context.Cause(s.Context()))
+				}
+			}
+		})
 	}
 }
