@@ -16,15 +16,16 @@ import (
 // stderr when it exits with one of them. What each means is said once, in
 // [exitCodes].
 const (
-	exitOK          = 0
-	exitFailure     = 1
-	exitUsage       = 2
-	exitUnavailable = 69  // sysexits EX_UNAVAILABLE
-	exitConflict    = 75  // sysexits EX_TEMPFAIL; the default of --conflict-exit-code
-	exitLeaseLost   = 76  // run: the lease was lost while the child ran
-	exitCannotExec  = 126 // as the shell: found but could not be started
-	exitNotFound    = 127 // as the shell: not found
-	exitSignal      = 128 // plus the signal's number
+	exitOK            = 0
+	exitFailure       = 1
+	exitUsage         = 2
+	exitUnavailable   = 69  // sysexits EX_UNAVAILABLE
+	exitConflict      = 75  // sysexits EX_TEMPFAIL; the default of --conflict-exit-code
+	exitLeaseLost     = 76  // run: the lease was lost while the child ran
+	exitLimitConflict = 78  // sysexits EX_CONFIG; run --slots/--shared: the key is used with another limit
+	exitCannotExec    = 126 // as the shell: found but could not be started
+	exitNotFound      = 127 // as the shell: not found
+	exitSignal        = 128 // plus the signal's number
 )
 
 // exitCode is one row of the exit-code table.
@@ -49,11 +50,12 @@ var (
 var exitCodes = []exitCode{
 	{strconv.Itoa(exitOK), "success (`run`: the command exited 0)", everyS3Command},
 	{"1-255", "`run`: the command's own exit code, passed through; 128+N when the command was killed by signal N", runOnly},
-	{strconv.Itoa(exitFailure), "`probe`: the store does NOT honour conditional writes; `unlock`: the lock changed between its read and its write, nothing was broken", []string{"probe", "unlock"}},
+	{strconv.Itoa(exitFailure), "`probe`: the store does NOT honour conditional writes; `unlock`: the lock changed between its read and its write, or does not list the `--holder` given; nothing was broken", []string{"probe", "unlock"}},
 	{strconv.Itoa(exitUsage), "bad usage or configuration: malformed `s3://` URL, unknown flag, missing `\"--\"`, no credentials or region, unknown profile, missing bucket, access denied, a store without conditional writes (`probe` exits 1 for that). No command was started, no lock taken", everyS3Command},
 	{strconv.Itoa(exitUnavailable), "S3 unreachable or failing (network, 5xx) after retries (`EX_UNAVAILABLE`); `run` did not start the command", everyS3Command},
 	{strconv.Itoa(exitConflict), "`run`: the lock is held by someone else and `--wait` ran out (at once with `--wait 0`) (`EX_TEMPFAIL`); change it with `--conflict-exit-code`", runOnly},
 	{strconv.Itoa(exitLeaseLost), "`run`: the lease was lost while the command ran (renewal failed until the lease's safe deadline, or the lock was taken or broken); the command got SIGTERM, then SIGKILL", runOnly},
+	{strconv.Itoa(exitLimitConflict), "`run`: `--slots N` or `--shared` found the key held with another limit (a semaphore of another N, readers, or the reverse) (`EX_CONFIG`); the command was not started", runOnly},
 	{fmt.Sprintf("%d/%d", exitCannotExec, exitNotFound), "`run`: the command could not be started / was not found; it did not run, and the lock is not held", runOnly},
 	{fmt.Sprintf("%d+N", exitSignal), "`run`: `s3lock` got signal N while waiting for the lock; the command was not started", runOnly},
 }
@@ -61,10 +63,10 @@ var exitCodes = []exitCode{
 // ownCodesNote follows the table where run's rows are shown.
 var ownCodesNote = fmt.Sprintf(`
   s3lock prints one line on stderr whenever it exits with a code of its
-  own (%d, %d, %d, %d, %d, %d, %d+N), so a child's exit %d and a lock
+  own (%d, %d, %d, %d, %d, %d, %d, %d+N), so a child's exit %d and a lock
   conflict can be told apart in logs; scripts that must tell them apart
   by code can pick another --conflict-exit-code.
-`, exitUsage, exitUnavailable, exitConflict, exitLeaseLost, exitCannotExec, exitNotFound, exitSignal, exitConflict)
+`, exitUsage, exitUnavailable, exitConflict, exitLeaseLost, exitLimitConflict, exitCannotExec, exitNotFound, exitSignal, exitConflict)
 
 // exitCodesHelp renders the rows of [exitCodes] that apply to cmd ("" for
 // all of them, as "s3lock --help" shows), wrapped for a terminal. It

@@ -101,7 +101,7 @@ func TestExitCodesTableComplete(t *testing.T) {
 			shown[n] = true
 		}
 	}
-	for _, code := range []int{exitOK, exitFailure, exitUsage, exitUnavailable, exitConflict, exitLeaseLost, exitCannotExec, exitNotFound, exitSignal} {
+	for _, code := range []int{exitOK, exitFailure, exitUsage, exitUnavailable, exitConflict, exitLeaseLost, exitLimitConflict, exitCannotExec, exitNotFound, exitSignal} {
 		if !shown[strconv.Itoa(code)] {
 			t.Errorf("exit code %d has no row in exitCodes", code)
 		}

@@ -93,7 +93,7 @@ func printHelp(c *cobra.Command) {
 			names += " " + typ
 		}
 		switch f.DefValue {
-		case "", "false", "0s":
+		case "", "false", "0s", "0":
 		default:
 			usage += " (default " + f.DefValue + ")"
 		}

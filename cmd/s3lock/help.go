@@ -8,8 +8,9 @@ jobs on many hosts (cron, deploys, CI steps, batch jobs).
 Usage:
   s3lock run [flags] s3://bucket/key -- command [args...]
   s3lock run [flags] s3://bucket/key -c "shell command"
+  s3lock run --slots N | --shared [flags] s3://bucket/key -- command [args...]
   s3lock status [--json] [flags] s3://bucket/key
-  s3lock unlock --force [flags] s3://bucket/key
+  s3lock unlock --force [--holder ID] [flags] s3://bucket/key
   s3lock probe [flags] s3://bucket/prefix
   s3lock watch [--json] [flags] s3://bucket/key
   s3lock completion bash|zsh|fish
@@ -32,6 +33,9 @@ Examples:
   # deploy step that waits up to 10 minutes for the previous deploy
   s3lock run --wait 10m s3://ops-locks/deploy/prod -- ./deploy.sh
 
+  # at most 4 of these jobs at once, across all hosts
+  s3lock run --slots 4 s3://ops-locks/transcode -- ./transcode.sh
+
   s3lock status s3://ops-locks/deploy/prod
 
 AWS configuration is the SDK's usual chain (environment, profiles, SSO,
@@ -41,6 +45,7 @@ roles); --profile, --region, --endpoint-url and --path-style override it.
 const runHelp = `Usage:
   s3lock run [flags] s3://bucket/key -- command [args...]
   s3lock run [flags] s3://bucket/key -c "shell command"
+  s3lock run --slots N | --shared [flags] s3://bucket/key -- command [args...]
 
 Takes the lock at s3://bucket/key, runs the command with it held, and
 releases the lock when the command exits; s3lock then exits with the
@@ -52,6 +57,16 @@ is lost (renewal keeps failing until the lease's safe deadline, or someone
 took or broke the lock), the command is sent SIGTERM, then SIGKILL after
 --kill-grace, and s3lock exits 76. If s3lock itself dies, the lock frees
 itself once --ttl has passed since the last renewal.
+
+The hold is exclusive by default (flock -x). With --slots N it is one of
+N slots of a semaphore, as with consul lock -n: up to N commands run at
+once on the key. With --shared it is a shared (reader) hold, as with
+flock -s: shared runs overlap, a plain run waits until none holds the key,
+and once it waits new shared runs wait behind it. Every hold has its own
+lease; waiting, renewal and a lost lease work as above. All runs on a key
+must agree: another --slots N, or --shared on a semaphore's key (or the
+reverse), exits 78 without running the command. --value is for exclusive
+holds only.
 
 The command gets stdin, stdout and stderr unchanged, and in its
 environment:
@@ -75,6 +90,10 @@ Examples:
 
   # CI step: wait up to 15 minutes for the previous deploy, then deploy
   s3lock run --wait 15m --owner "ci-$BUILD_ID" s3://ops-locks/deploy/prod -- make deploy
+
+  # backups share the repository, pruning needs it alone
+  s3lock run --shared s3://ops-locks/restic-repo -- restic backup /srv
+  s3lock run s3://ops-locks/restic-repo -- restic prune
 
   # a shell pipeline; the fencing token in the environment
   s3lock run s3://ops-locks/db-migrate -c 'migrate --fence "$S3LOCK_TOKEN" up'
@@ -101,9 +120,16 @@ With --json it prints one object:
   {"url", "bucket", "key", "state": "free"|"held"|"expired", "exists",
    "held", "expired", "owner", "generation", "ttl_ms", "since",
    "last_modified", "expires_at", "server_time", "etag", "invalid",
-   "value"}
+   "value", "shared", "limit", "units", "holders"}
 "expired" means held but not renewed in time: the next contender takes it
 over. Times are RFC 3339 in UTC; absent times are left out.
+
+A shared hold (run --slots or --shared) shows its limit ("shared
+(readers)" for --shared), the units held and one line per holder: its ID,
+owner, units, fencing token, lease end (S3's clock) and whether it has
+expired. In JSON: "shared" ("semaphore" or "readers"), "limit" (left out
+for readers), "units", and "holders", a list of {"id", "owner", "units",
+"token", "ttl_ms", "expires_at", "expired"}; all left out otherwise.
 `
 
 const statusMore = `
@@ -113,7 +139,7 @@ Examples:
 `
 
 const unlockHelp = `Usage:
-  s3lock unlock --force [flags] s3://bucket/key
+  s3lock unlock --force [--holder ID] [flags] s3://bucket/key
 
 Breaks the current hold on the lock, stale or not: it reads the lock
 object and overwrites it with a free record, on condition that the object
@@ -122,12 +148,18 @@ see. The generation goes up by one, so a holder that comes back finds its
 lease lost (s3lock run stops its command and exits 76) and its fencing
 token outdated. Without --force it only shows the hold and exits 2; with
 nothing to break it exits 0.
+
+A shared hold (run --slots or --shared) has several holders: without
+--holder unlock breaks all of those it read; --holder ID (an ID that
+status lists) removes only that holder, on the same condition, and the
+others keep their holds. It exits 1 when the lock does not list ID.
 `
 
 const unlockMore = `
 Examples:
   s3lock unlock s3://ops-locks/deploy/prod           # show what it would break
   s3lock unlock --force s3://ops-locks/deploy/prod
+  s3lock unlock --force --holder 3f9c2a1b7d0e s3://ops-locks/transcode
 `
 
 const probeHelp = `Usage:

@@ -3,8 +3,9 @@
 // stale hold, and checks whether a store honours conditional writes.
 //
 //	s3lock run [flags] s3://bucket/key -- command [args...]
+//	s3lock run --slots N | --shared [flags] s3://bucket/key -- command [args...]
 //	s3lock status [--json] s3://bucket/key
-//	s3lock unlock --force s3://bucket/key
+//	s3lock unlock --force [--holder ID] s3://bucket/key
 //	s3lock probe s3://bucket/prefix
 //	s3lock watch [--json] s3://bucket/key
 //	s3lock completion bash|zsh|fish

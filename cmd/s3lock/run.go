@@ -44,6 +44,9 @@ type runOpts struct {
 	verbose      bool
 	tele         telemetryFlags // --log-format, --stats
 	value        string
+	slots        int64 // --slots: a Semaphore of this limit (when slotsSet)
+	slotsSet     bool
+	shared       bool // --shared: a read hold of an RWMutex
 }
 
 // waitFlag is --wait: unset means wait for as long as it takes.
@@ -98,6 +101,8 @@ func newRunCommand(sio streams) *cobra.Command {
 	fs.BoolVarP(&o.verbose, "verbose", "v", false, "log every S3 write of the lock on stderr")
 	o.tele.register(c)
 	fs.StringVar(&o.value, "value", "", "publish `text` with the hold (at most 1024 bytes), shown by status and watch")
+	fs.Int64Var(&o.slots, "slots", 0, "hold one of `N` slots (a semaphore): up to N commands run at once on the key")
+	fs.BoolVar(&o.shared, "shared", false, "take a shared (reader) hold: shared holds run together, plain run excludes them")
 	o.aws.register(c)
 	c.Args = func(c *cobra.Command, args []string) error {
 		_, _, err := o.target(c, args)
@@ -130,6 +135,7 @@ func (o *runOpts) run(c *cobra.Command, args []string, sio streams) error {
 	if err != nil {
 		return err
 	}
+	o.slotsSet = c.Flags().Changed("slots")
 	if err := o.validate(); err != nil {
 		return err
 	}
@@ -146,7 +152,7 @@ func (o *runOpts) run(c *cobra.Command, args []string, sio streams) error {
 	if err != nil {
 		return err
 	}
-	m, err := s3lock.New(client, u.bucket, u.key, o.mutexOptions(sio.stderr)...)
+	m, err := o.newHold(client, u, o.lockOptions(sio.stderr))
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
@@ -203,6 +209,12 @@ func (o *runOpts) validate() error {
 		return usageErr("--renew-interval %v must be at most TTL/3 (%v)", o.renew, o.ttl/3)
 	case o.nonblock && o.wait.set && o.wait.d != 0:
 		return usageErr("--nonblock and --wait %v contradict each other", o.wait.d)
+	case o.slotsSet && o.shared:
+		return usageErr("--slots and --shared exclude each other: a key is either a semaphore or a reader/writer lock")
+	case o.slotsSet && o.slots < 1:
+		return usageErr("--slots must be at least 1, got %d", o.slots)
+	case o.value != "" && (o.slotsSet || o.shared):
+		return usageErr("--value is for exclusive holds; it cannot be used with --slots or --shared")
 	}
 	if o.nonblock {
 		o.wait = waitFlag{d: 0, set: true}
@@ -213,7 +225,7 @@ func (o *runOpts) validate() error {
 	return nil
 }
 
-func (o *runOpts) mutexOptions(stderr io.Writer) []s3lock.Option {
+func (o *runOpts) lockOptions(stderr io.Writer) []s3lock.Option {
 	level := slog.LevelInfo
 	if o.verbose {
 		level = slog.LevelDebug
@@ -242,7 +254,7 @@ var errInterrupted = errors.New("interrupted")
 
 // acquire takes the lock as --wait says. A terminating signal abandons the
 // wait (and releases the lock if it was taken meanwhile).
-func (o *runOpts) acquire(ctx context.Context, m *s3lock.Mutex, u s3URL, sigs <-chan os.Signal) error {
+func (o *runOpts) acquire(ctx context.Context, m lockHold, u s3URL, sigs <-chan os.Signal) error {
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := make(chan struct{})
@@ -265,21 +277,21 @@ func (o *runOpts) acquire(ctx context.Context, m *s3lock.Mutex, u s3URL, sigs <-
 	var err error
 	switch {
 	case o.wait.set && o.wait.d == 0:
-		err = m.TryLock(actx)
+		err = m.tryAcquire(actx)
 	case o.wait.set:
 		// When the wait runs out while someone else holds the lock, Lock's
 		// error matches both the deadline and ErrLocked.
 		wctx, wcancel := context.WithTimeout(actx, o.wait.d)
-		err = m.Lock(wctx)
+		err = m.acquire(wctx)
 		wcancel()
 	default:
-		err = m.Lock(actx)
+		err = m.acquire(actx)
 	}
 	close(stop)
 	if s, ok := <-got; ok {
 		if err == nil {
 			rctx, rcancel := context.WithTimeout(ctx, releaseTimeout)
-			_ = m.Unlock(rctx)
+			_ = m.release(rctx)
 			rcancel()
 		}
 		return withCode(exitSignal+signalNumber(s), fmt.Errorf("%v while waiting for %s; the command was not run", s, u))
@@ -288,22 +300,24 @@ func (o *runOpts) acquire(ctx context.Context, m *s3lock.Mutex, u s3URL, sigs <-
 		return nil
 	}
 	switch {
+	case errors.Is(err, s3lock.ErrLimitConflict):
+		return withCode(exitLimitConflict, fmt.Errorf("%s is used with another limit (%w); every run on a key must give the same --slots, or all --shared; the command was not run", u, err))
 	case errors.Is(err, s3lock.ErrLocked):
 		how := "--wait 0"
 		if o.wait.d > 0 {
 			how = "waited " + o.wait.d.String()
 		}
-		return withCode(o.conflictCode, fmt.Errorf("%s is held by someone else (%s): %w", u, how, err))
+		return withCode(o.conflictCode, fmt.Errorf("%s %s (%s): %w", u, m.busy(), how, err))
 	case isConfigError(err):
 		return withCode(exitUsage, err)
 	}
 	return withCode(exitUnavailable, fmt.Errorf("acquiring %s: %w", u, err))
 }
 
-// runHeld runs the child while m holds the lock, then releases it. It
+// runHeld runs the child while m is held, then releases it. It
 // returns nil when the child exited 0, and a *childExitError when it
 // exited with another code.
-func (o *runOpts) runHeld(m *s3lock.Mutex, u s3URL, path string, argv []string, sio streams, sigs <-chan os.Signal) error {
+func (o *runOpts) runHeld(m lockHold, u s3URL, path string, argv []string, sio streams, sigs <-chan os.Signal) error {
 	var lost error
 	release := func() error {
 		timeout := releaseTimeout
@@ -314,7 +328,7 @@ func (o *runOpts) runHeld(m *s3lock.Mutex, u s3URL, path string, argv []string, 
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		return m.Unlock(ctx)
+		return m.release(ctx)
 	}
 	hold := m.Context()
 	cmd := exec.Command(path, argv[1:]...)
@@ -322,7 +336,7 @@ func (o *runOpts) runHeld(m *s3lock.Mutex, u s3URL, path string, argv []string, 
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = sio.stdin, sio.stdout, sio.stderr
 	cmd.Env = append(os.Environ(),
 		"S3LOCK_TOKEN="+strconv.FormatUint(m.Token(), 10),
-		"S3LOCK_OWNER="+m.Owner(),
+		"S3LOCK_OWNER="+m.owner(),
 		"S3LOCK_KEY="+u.key,
 		"S3LOCK_BUCKET="+u.bucket,
 	)

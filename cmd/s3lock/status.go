@@ -71,6 +71,25 @@ type statusJSON struct {
 	ETag         string    `json:"etag,omitempty"`
 	Invalid      string    `json:"invalid,omitempty"`
 	Value        string    `json:"value,omitempty"` // what the holder published (run --value)
+	// Shared, Limit, Units and Holders describe a shared hold (run
+	// --slots or --shared, a Semaphore, an RWMutex's readers) and are
+	// left out otherwise. Shared is "semaphore" or "readers"; Limit is
+	// the semaphore's (left out for readers), Units how many are held.
+	Shared  string       `json:"shared,omitempty"`
+	Limit   int64        `json:"limit,omitempty"`
+	Units   int64        `json:"units,omitempty"`
+	Holders []holderJSON `json:"holders,omitempty"`
+}
+
+// holderJSON is one holder of a shared hold in "s3lock status --json".
+type holderJSON struct {
+	ID        string    `json:"id"`
+	Owner     string    `json:"owner"`
+	Units     int64     `json:"units"`
+	Token     uint64    `json:"token"`
+	TTLMillis int64     `json:"ttl_ms"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	Expired   bool      `json:"expired"`
 }
 
 func toJSON(u s3URL, st *s3lock.LockStatus) statusJSON {
@@ -85,7 +104,25 @@ func toJSON(u s3URL, st *s3lock.LockStatus) statusJSON {
 	if st.Invalid != nil {
 		j.Invalid = st.Invalid.Error()
 	}
+	if len(st.Holders) > 0 {
+		j.Shared, j.Limit, j.Units = sharedKind(st), st.Limit, st.Units
+		for _, h := range st.Holders {
+			j.Holders = append(j.Holders, holderJSON{
+				ID: h.ID, Owner: h.Owner, Units: h.Units, Token: h.Token,
+				TTLMillis: h.TTL.Milliseconds(), ExpiresAt: h.Until.UTC(), Expired: h.Expired,
+			})
+		}
+	}
 	return j
+}
+
+// sharedKind names the kind of a shared hold: a semaphore's (with a
+// limit) or an RWMutex's readers.
+func sharedKind(st *s3lock.LockStatus) string {
+	if st.Limit == 0 {
+		return "readers"
+	}
+	return "semaphore"
 }
 
 func stateOf(st *s3lock.LockStatus) string {
@@ -149,5 +186,31 @@ func describe(w io.Writer, u s3URL, st *s3lock.LockStatus) {
 	}
 	if st.TTL > 0 {
 		fmt.Fprintf(w, "  ttl:         %v\n", st.TTL)
+	}
+	describeHolders(w, st)
+}
+
+// describeHolders writes the limit, the units held and one line per
+// holder of a shared hold; nothing for other records.
+func describeHolders(w io.Writer, st *s3lock.LockStatus) {
+	if len(st.Holders) == 0 {
+		return
+	}
+	if st.Limit == 0 {
+		fmt.Fprintf(w, "  limit:       shared (readers); %d held\n", st.Units)
+	} else {
+		fmt.Fprintf(w, "  limit:       %d units (semaphore); %d held\n", st.Limit, st.Units)
+	}
+	fmt.Fprintf(w, "  holders:     %d\n", len(st.Holders))
+	for _, h := range st.Holders {
+		state := "live"
+		if h.Expired {
+			state = "expired"
+		}
+		until := "unknown"
+		if !h.Until.IsZero() {
+			until = h.Until.UTC().Format(timeFormat)
+		}
+		fmt.Fprintf(w, "    id %s  owner %q  units %d  token %d  until %s  %s\n", h.ID, h.Owner, h.Units, h.Token, until, state)
 	}
 }

@@ -25,7 +25,8 @@ func statusJSONOf(t *testing.T, h *harness, key string) statusJSON {
 	}
 	documented := map[string]bool{"url": true, "bucket": true, "key": true, "state": true, "exists": true,
 		"held": true, "expired": true, "owner": true, "generation": true, "ttl_ms": true, "since": true,
-		"last_modified": true, "expires_at": true, "server_time": true, "etag": true, "invalid": true, "value": true}
+		"last_modified": true, "expires_at": true, "server_time": true, "etag": true, "invalid": true, "value": true,
+		"shared": true, "limit": true, "units": true, "holders": true}
 	for k := range raw {
 		if !documented[k] {
 			t.Errorf("status --json has undocumented field %q", k)
