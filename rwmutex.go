@@ -160,6 +160,14 @@ func (rw *RWMutex) addWriter(d int) {
 	rw.mu.Unlock()
 }
 
+// Owner returns the owner name of rw's holds, as [WithOwner] set it or
+// the default.
+func (rw *RWMutex) Owner() string { return rw.r.lm.owner }
+
+// HolderID returns the ID of rw's read hold in the lock object, as
+// [LockStatus].Holders lists it. It is fixed for the life of rw.
+func (rw *RWMutex) HolderID() string { return rw.r.id }
+
 // Context returns the context of the current hold, the write hold's when
 // rw holds it, else the read hold's; as [Mutex.Context]. When rw holds
 // neither it is already cancelled with cause [ErrNotHeld].

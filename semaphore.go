@@ -54,6 +54,15 @@ func (s *Semaphore) Limit() int64 { return s.sl.limit }
 // Key returns the lock object's key.
 func (s *Semaphore) Key() string { return s.sl.lm.key }
 
+// Owner returns the owner name s writes into its entry (cut to 32 bytes
+// there), as [WithOwner] set it or the default.
+func (s *Semaphore) Owner() string { return s.sl.lm.owner }
+
+// HolderID returns the ID of s's entry in the lock object, as
+// [LockStatus].Holders lists it and [ForceUnlockHolder] takes it. It is
+// fixed for the life of s.
+func (s *Semaphore) HolderID() string { return s.sl.id }
+
 // Acquire takes n units, waiting until they are free. It polls as
 // [Mutex.Lock] does (never more than one retry interval apart) and retries
 // through S3 failures until ctx ends or [WithFailureTimeout] runs out.
