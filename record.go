@@ -239,11 +239,7 @@ func decodeRecord(body []byte) (*record, error) {
 	switch {
 	case r.Schema != recordSchema && r.Schema != valueSchema && r.Schema != sharedSchema:
 		return nil, fmt.Errorf("unknown record schema %d", r.Schema)
-	case r.Schema == sharedSchema:
-		if err := checkShared(&r); err != nil {
-			return nil, err
-		}
-	case len(r.Holders) > 0 || r.Limit != 0:
+	case r.Schema != sharedSchema && (len(r.Holders) > 0 || r.Limit != 0):
 		return nil, fmt.Errorf("schema %d record with holders or a limit", r.Schema)
 	case len(r.Value) > MaxValueLen:
 		return nil, fmt.Errorf("record value longer than %d bytes", MaxValueLen)
@@ -257,6 +253,13 @@ func decodeRecord(body []byte) (*record, error) {
 		return nil, fmt.Errorf("record ttl_ms %d exceeds the maximum", r.TTLMillis)
 	case r.State == stateHeld && r.Generation == 0:
 		return nil, fmt.Errorf("held record with generation 0")
+	}
+	// After the checks every record passes: a shared record's bounds
+	// (its entries' ttl_ms below its own) rest on them.
+	if r.Schema == sharedSchema {
+		if err := checkShared(&r); err != nil {
+			return nil, err
+		}
 	}
 	r.extra = extraFields(body)
 	return &r, nil

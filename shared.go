@@ -126,6 +126,11 @@ func (sl *sharedLock) judgeShared(s *snapshot, n int64, w *sharedWaiter) (verdic
 		left = min(left, ll)
 	}
 	if len(live) == 0 {
+		// Nobody holds anything: as for a free record, a reservation
+		// still stands.
+		if sl.reservedAway(s, w, sl.capacity(), n) {
+			return verdict{left: 0, blocker: "reserved"}, nil
+		}
 		return verdict{take: true}, nil
 	}
 	if s.rec.Limit != sl.limit {

@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -133,6 +134,9 @@ func checkShared(r *record) error {
 			return fmt.Errorf("holder %q: negative since", h.ID)
 		}
 		seen[h.ID] = true
+		if units > math.MaxInt64-h.Units {
+			return fmt.Errorf("shared record whose units overflow")
+		}
 		units += h.Units
 	}
 	if r.Limit > 0 && units > r.Limit {
