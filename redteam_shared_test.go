@@ -1,0 +1,182 @@
+package s3lock_test
+
+// Adversarial tests of issue 17 (semaphores and shared locks in one
+// record, schema 3). Each test names the promise it attacks; those that
+// fail show a bug (see the comment above each).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/internal/prevrelease"
+	"github.com/s3lock/s3lock/s3locktest"
+)
+
+// sharedBody is a schema-3 record listing the given holder entries (JSON
+// objects), with top-level generation, ttl_ms and limit.
+func sharedBody(gen uint64, ttlMS, limit int64, entries ...string) []byte {
+	lim := ""
+	if limit != 0 {
+		lim = fmt.Sprintf(`,"limit":%d`, limit)
+	}
+	return fmt.Appendf(nil, `{"s3lock":3,"state":"held","nonce":"top%d","generation":%d,"ttl_ms":%d%s,"holders":[%s]}`,
+		gen, gen, ttlMS, lim, strings.Join(entries, ","))
+}
+
+// TestRedteamSharedHugeHolderTTLCountsAsHeld attacks promises 3 and 5: a
+// record a version cannot accept counts as held, and ttl_ms above 7 days
+// counts as 7 days (docs/record-format.md, rule 4). decodeRecord runs
+// checkShared for schema 3 and then skips the ttl_ms bound that schemas 1
+// and 2 get; holder.ttl() then multiplies a huge ttl_ms into a negative
+// time.Duration, so a holder written a moment ago is judged expired at once
+// and a fresh Mutex takes the key over. The releases before it hold the
+// same object for 7 days.
+func TestRedteamSharedHugeHolderTTLCountsAsHeld(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const huge = int64(10_000_000_000_000) // ms: about 317 years; ×1e6 overflows int64 ns
+	for _, tc := range []struct {
+		name string
+		body []byte
+	}{
+		{"holder and record ttl_ms huge", sharedBody(7, huge, 0, fmt.Sprintf(`{"id":"reader-a","units":1,"token":7,"ttl_ms":%d,"nonce":"n-a"}`, huge))},
+		{"record ttl_ms huge, holder ttl_ms huge, limit 3", sharedBody(7, huge, 3, fmt.Sprintf(`{"id":"sem-a","units":2,"token":7,"ttl_ms":%d,"nonce":"n-a"}`, huge))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := "redteam/huge-ttl/" + strings.ReplaceAll(tc.name, " ", "-")
+			if err := srv.PutObject(ctx, key, tc.body); err != nil {
+				t.Fatal(err)
+			}
+			m := newMutex(t, srv.Client(), srv.Bucket(), key)
+			err := m.TryLock(ctx)
+			if err == nil {
+				_ = m.Unlock(ctx)
+				t.Fatalf("Mutex.TryLock() over a record written a moment ago with ttl_ms %d = nil; want ErrLocked (rule 4: held, at least for 7 days)", huge)
+			}
+			wantLocked(t, err)
+			old, perr := prevrelease.New(srv.Client(), srv.Bucket(), key)
+			if perr != nil {
+				t.Fatal(perr)
+			}
+			if err := old.TryLock(ctx); !errors.Is(err, prevrelease.ErrLocked) {
+				t.Errorf("previous release TryLock() = %v; want ErrLocked", err)
+			}
+		})
+	}
+}
+
+// TestRedteamSharedUnitsOverflowCountsAsHeld attacks promises 1 and 5:
+// checkShared sums the units of the entries in an int64 and compares the
+// sum with the limit; with limit MaxInt64 the sum of entries of
+// MaxInt64, MaxInt64 and 3 units wraps to 1, so a record listing far more
+// units than its limit is accepted, and judgeShared (whose sum wraps the
+// same way) grants another unit over it.
+func TestRedteamSharedUnitsOverflowCountsAsHeld(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "redteam/units-overflow"
+	const big = math.MaxInt64
+	body := sharedBody(9, 30000, big,
+		fmt.Sprintf(`{"id":"sem-a","units":%d,"token":7,"ttl_ms":30000,"nonce":"n-a"}`, int64(big)),
+		fmt.Sprintf(`{"id":"sem-b","units":%d,"token":8,"ttl_ms":30000,"nonce":"n-b"}`, int64(big)),
+		`{"id":"sem-c","units":3,"token":9,"ttl_ms":30000,"nonce":"n-c"}`)
+	if err := srv.PutObject(ctx, key, body); err != nil {
+		t.Fatal(err)
+	}
+	s := newSem(t, srv, key, big)
+	if err := s.TryAcquire(ctx, 1); err == nil {
+		st := lockState(t, srv, key)
+		_ = s.Release(ctx)
+		t.Fatalf("TryAcquire(1) over a record listing 2×MaxInt64+3 units (limit MaxInt64) = nil (Inspect: %d units, %d holders); want ErrLocked",
+			st.Units, len(st.Holders))
+	} else if !errors.Is(err, s3lock.ErrLocked) {
+		t.Fatalf("TryAcquire(1) = %v; want ErrLocked", err)
+	}
+}
+
+// TestRedteamSharedHostileRecords attacks promise 5: no panic on hostile
+// schema-3 records, and every such record written a moment ago counts as
+// held by every kind of contender (it is either invalid, or lists a live
+// holder).
+func TestRedteamSharedHostileRecords(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	entry := `{"id":"h1","units":1,"token":3,"ttl_ms":30000,"nonce":"x"}`
+	bodies := map[string]string{
+		"duplicate ids":       string(sharedBody(3, 30000, 0, entry, entry)),
+		"token > generation":  string(sharedBody(2, 30000, 0, entry)),
+		"token 0":             string(sharedBody(3, 30000, 0, `{"id":"h1","units":1,"token":0,"ttl_ms":30000,"nonce":"x"}`)),
+		"negative since":      string(sharedBody(3, 30000, 0, `{"id":"h1","units":1,"token":3,"ttl_ms":30000,"nonce":"x","since":-5}`)),
+		"since in the future": string(sharedBody(3, 30000, 0, `{"id":"h1","units":1,"token":3,"ttl_ms":30000,"nonce":"x","since":99999999999}`)),
+		"units 0":             string(sharedBody(3, 30000, 0, `{"id":"h1","units":0,"token":3,"ttl_ms":30000,"nonce":"x"}`)),
+		"units negative":      string(sharedBody(3, 30000, 2, `{"id":"h1","units":-1,"token":3,"ttl_ms":30000,"nonce":"x"}`)),
+		"units over limit":    string(sharedBody(3, 30000, 2, `{"id":"h1","units":3,"token":3,"ttl_ms":30000,"nonce":"x"}`)),
+		"units huge, readers": string(sharedBody(3, 30000, 0, `{"id":"h1","units":9223372036854775807,"token":3,"ttl_ms":30000,"nonce":"x"}`, `{"id":"h2","units":9223372036854775807,"token":3,"ttl_ms":30000,"nonce":"y"}`)),
+		"units a string":      string(sharedBody(3, 30000, 0, `{"id":"h1","units":"1","token":3,"ttl_ms":30000,"nonce":"x"}`)),
+		"ttl a float":         string(sharedBody(3, 30000, 0, `{"id":"h1","units":1,"token":3,"ttl_ms":1.5,"nonce":"x"}`)),
+		"holder ttl > record": string(sharedBody(3, 1000, 0, entry)),
+		"holder null":         string(sharedBody(3, 30000, 0, `null`)),
+		"holder a number":     string(sharedBody(3, 30000, 0, `7`)),
+		"holders empty":       `{"s3lock":3,"state":"held","nonce":"t","generation":3,"ttl_ms":30000,"holders":[]}`,
+		"holders an object":   `{"s3lock":3,"state":"held","nonce":"t","generation":3,"ttl_ms":30000,"holders":{"id":"h1"}}`,
+		"state free":          `{"s3lock":3,"state":"free","nonce":"t","generation":3,"ttl_ms":30000,"holders":[` + entry + `]}`,
+		"limit negative":      string(sharedBody(3, 30000, -1, entry)),
+		"limit a string":      `{"s3lock":3,"state":"held","nonce":"t","generation":3,"ttl_ms":30000,"limit":"2","holders":[` + entry + `]}`,
+		"schema 1 + holders":  `{"s3lock":1,"state":"held","nonce":"t","generation":3,"ttl_ms":30000,"holders":[` + entry + `]}`,
+		"next_units huge":     `{"s3lock":3,"state":"held","nonce":"t","generation":3,"ttl_ms":30000,"next":"w","next_waited":18446744073709551615,"next_units":9223372036854775807,"holders":[` + entry + `]}`,
+		"id 65 bytes":         string(sharedBody(3, 30000, 0, `{"id":"`+strings.Repeat("i", 65)+`","units":1,"token":3,"ttl_ms":30000,"nonce":"x"}`)),
+		"entry extra fields":  string(sharedBody(3, 30000, 0, `{"id":"h1","units":1,"token":3,"ttl_ms":30000,"nonce":"x","Units":5,"ID":"h9","\u00ff":1,"zzz":{"a":[1,2]}}`)),
+		"generation max":      string(sharedBody(math.MaxUint64, 30000, 0, `{"id":"h1","units":1,"token":18446744073709551615,"ttl_ms":30000,"nonce":"x"}`)),
+	}
+	for name, body := range bodies {
+		t.Run(name, func(t *testing.T) {
+			key := "redteam/hostile/" + strings.ReplaceAll(name, " ", "-")
+			if err := srv.PutObject(ctx, key, []byte(body)); err != nil {
+				t.Fatal(err)
+			}
+			st, err := s3lock.Inspect(ctx, srv.Client(), srv.Bucket(), key)
+			if err != nil {
+				t.Fatalf("Inspect() = %v", err)
+			}
+			m := newMutex(t, srv.Client(), srv.Bucket(), key)
+			if err := m.TryLock(ctx); err == nil {
+				_ = m.Unlock(ctx)
+				t.Errorf("Mutex.TryLock() = nil over %s; want ErrLocked", body)
+			}
+			for _, limit := range []int64{1, 2, math.MaxInt64} {
+				s := newSem(t, srv, key, limit)
+				if err := s.TryAcquire(ctx, 1); err == nil {
+					_ = s.Release(ctx)
+					t.Errorf("Semaphore(%d).TryAcquire(1) = nil over %s; want an error", limit, body)
+				}
+			}
+			rw := newRWAt(t, srv, key)
+			if err := rw.TryRLock(ctx); err == nil {
+				_ = rw.RUnlock(ctx)
+				if st.Invalid != nil {
+					t.Errorf("TryRLock() = nil over an invalid record (%v)", st.Invalid)
+				}
+			}
+			for _, h := range st.Holders {
+				if _, err := s3lock.ForceUnlockHolder(ctx, srv.Client(), srv.Bucket(), key, st.ETag, h.ID); err != nil && !errors.Is(err, s3lock.ErrChanged) && !errors.Is(err, s3lock.ErrInvalidLockObject) && !errors.Is(err, s3lock.ErrNotHeld) {
+					t.Logf("ForceUnlockHolder(%q) = %v", h.ID, err)
+				}
+			}
+		})
+	}
+}
+
+// newRWAt is NewRWMutex for tests.
+func newRWAt(tb testing.TB, srv *s3locktest.Server, key string, opts ...s3lock.Option) *s3lock.RWMutex {
+	tb.Helper()
+	rw, err := s3lock.NewRWMutex(srv.Client(), srv.Bucket(), key, opts...)
+	if err != nil {
+		tb.Fatalf("NewRWMutex() = %v", err)
+	}
+	return rw
+}
