@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/s3lock/s3lock"
 	"github.com/s3lock/s3lock/internal/prevrelease"
@@ -179,4 +181,162 @@ func newRWAt(tb testing.TB, srv *s3locktest.Server, key string, opts ...s3lock.O
 		tb.Fatalf("NewRWMutex() = %v", err)
 	}
 	return rw
+}
+
+// holdBook checks the holds a hammer's workers believe they have: units
+// of holders whose hold context is not done never exceed limit, an
+// exclusive hold never overlaps another, and no two grants share a token.
+type holdBook struct {
+	t     *testing.T
+	limit int64
+
+	mu     sync.Mutex
+	active map[int]bookHold
+	tokens map[uint64]string
+	grants int
+	lost   int
+}
+
+type bookHold struct {
+	who   string
+	units int64
+	excl  bool
+	ctx   context.Context
+}
+
+func newHoldBook(t *testing.T, limit int64) *holdBook {
+	return &holdBook{t: t, limit: limit, active: map[int]bookHold{}, tokens: map[uint64]string{}}
+}
+
+func (b *holdBook) enter(id int, h bookHold, token uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.grants++
+	if h.ctx.Err() != nil {
+		return // lost before it began: the worker must not use it
+	}
+	if prev, ok := b.tokens[token]; ok {
+		b.t.Errorf("%s got token %d, already granted to %s", h.who, token, prev)
+	}
+	b.tokens[token] = h.who
+	used := h.units
+	for _, o := range b.active {
+		if o.ctx.Err() != nil {
+			continue
+		}
+		if o.excl || h.excl {
+			b.t.Errorf("%s (exclusive %v) entered while %s (exclusive %v) believes it holds", h.who, h.excl, o.who, o.excl)
+		}
+		used += o.units
+	}
+	if used > b.limit {
+		b.t.Errorf("%s entered: %d units held by holders that believe they hold, limit %d", h.who, used, b.limit)
+	}
+	b.active[id] = h
+}
+
+func (b *holdBook) exit(id int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if h, ok := b.active[id]; ok && h.ctx.Err() != nil {
+		b.lost++
+	}
+	delete(b.active, id)
+}
+
+// sharedHammerFaults are the faults of the hammers: lost answers, 5xx after the
+// write was applied (the SDK retries them into 412s), 409s, plain 500s.
+var sharedHammerFaults = s3locktest.FaultConfig{DropResponse: 0.05, ErrorAfterApply: 0.05, Conflict: 0.05, InternalError: 0.03, Jitter: 3 * time.Millisecond}
+
+// TestRedteamSharedHammerFaults attacks promise 1 with ambiguous writes:
+// semaphore holders (1 or 2 of 3 units) and a Mutex on one key, and
+// RWMutex readers, writers and a Mutex on another, every client with its
+// own faults. Guard: it passes.
+func TestRedteamSharedHammerFaults(t *testing.T) {
+	srv := s3locktest.New(t)
+	seed := seedFor(t)
+	const run = 8 * time.Second
+	opts := []s3lock.Option{s3lock.WithTTL(3 * time.Second), s3lock.WithAutoRenew(time.Second), s3lock.WithRetryInterval(20 * time.Millisecond)}
+	type worker struct {
+		who          string
+		units        int64
+		excl         bool
+		lock, unlock func(context.Context) error
+		token        func() uint64
+		hold         func() context.Context
+	}
+	for _, tc := range []struct {
+		name  string
+		limit int64
+		make  func(i int, c s3lock.S3API, key string) worker
+		n     int
+	}{
+		{"semaphore 3 and a Mutex", 3, func(i int, c s3lock.S3API, key string) worker {
+			if i == 0 {
+				m := newMutex(t, c, srv.Bucket(), key, opts...)
+				return worker{"mutex", 3, true, m.Lock, m.Unlock, m.Token, m.Context}
+			}
+			s, err := s3lock.NewSemaphore(c, srv.Bucket(), key, 3, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := int64(1 + i%2)
+			return worker{fmt.Sprintf("sem%d(%d)", i, n), n, false, func(ctx context.Context) error { return s.Acquire(ctx, n) }, s.Release, s.Token, s.Context}
+		}, 6},
+		{"readers, writers and a Mutex", math.MaxInt64, func(i int, c s3lock.S3API, key string) worker {
+			if i == 0 {
+				m := newMutex(t, c, srv.Bucket(), key, opts...)
+				return worker{"mutex", 1, true, m.Lock, m.Unlock, m.Token, m.Context}
+			}
+			rw, err := s3lock.NewRWMutex(c, srv.Bucket(), key, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 1 {
+				return worker{"writer", 1, true, rw.Lock, rw.Unlock, rw.Token, rw.Context}
+			}
+			return worker{fmt.Sprintf("reader%d", i), 1, false, rw.RLock, rw.RUnlock, rw.Token, rw.Context}
+		}, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := "redteam/hammer/" + strings.ReplaceAll(tc.name, " ", "-")
+			book := newHoldBook(t, tc.limit)
+			ctx, cancel := context.WithTimeout(context.Background(), run)
+			defer cancel()
+			var wg sync.WaitGroup
+			var faults []*s3locktest.Faults
+			for i := range tc.n {
+				f := s3locktest.NewFaults(seed+uint64(i), sharedHammerFaults)
+				faults = append(faults, f)
+				w := tc.make(i, srv.FaultyClient(f), key)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for ctx.Err() == nil {
+						if err := w.lock(ctx); err != nil {
+							continue
+						}
+						book.enter(i, bookHold{w.who, w.units, w.excl, w.hold()}, w.token())
+						// Some holds outlast a renewal, so renewals race grants and releases.
+						hold := time.Duration(5+i*3) * time.Millisecond
+						if i%3 == 2 {
+							hold = 1500 * time.Millisecond
+						}
+						time.Sleep(hold)
+						book.exit(i)
+						_ = w.unlock(context.Background())
+					}
+				}()
+			}
+			wg.Wait()
+			var counts s3locktest.FaultCounts = s3locktest.FaultCounts{}
+			for _, f := range faults {
+				counts.Add(f.Counts())
+			}
+			t.Logf("%d grants, %d holds lost while held; faults: %v", book.grants, book.lost, counts)
+			if book.grants < 10 {
+				t.Errorf("only %d grants in %v: the hammer did not hammer", book.grants, run)
+			}
+		})
+	}
 }
