@@ -340,3 +340,180 @@ func TestRedteamSharedHammerFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestRedteamSharedLimitConflictWritesNothing attacks promise 5: a
+// contender whose limit differs gets ErrLimitConflict and writes nothing
+// (TryAcquire and a waiting Acquire alike), and bad arguments get
+// ErrInvalidArgument. Guard: it passes.
+func TestRedteamSharedLimitConflictWritesNothing(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "redteam/limit-conflict"
+	a := newSem(t, srv, key, 3)
+	if err := a.TryAcquire(ctx, 3); err != nil { // full: a waiter would reserve
+		t.Fatal(err)
+	}
+	defer a.Release(ctx)
+	_, etag := rawRecord(t, srv, key)
+	other := newSem(t, srv, key, 4, s3lock.WithRetryInterval(20*time.Millisecond))
+	var lc *s3lock.LimitConflictError
+	if err := other.TryAcquire(ctx, 1); !errors.As(err, &lc) || !errors.Is(err, s3lock.ErrLimitConflict) {
+		t.Fatalf("TryAcquire(1) with limit 4 on a limit-3 key = %v; want a *LimitConflictError", err)
+	}
+	actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := other.Acquire(actx, 4); !errors.Is(err, s3lock.ErrLimitConflict) {
+		t.Fatalf("Acquire(4) with limit 4 on a limit-3 key = %v; want ErrLimitConflict", err)
+	}
+	rw := newRWAt(t, srv, key)
+	if err := rw.TryRLock(ctx); !errors.Is(err, s3lock.ErrLimitConflict) {
+		t.Fatalf("TryRLock() on a limit-3 key = %v; want ErrLimitConflict", err)
+	}
+	if _, now := rawRecord(t, srv, key); now != etag {
+		t.Errorf("the lock object changed (ETag %s → %s) though every contender met a limit conflict", etag, now)
+	}
+	for _, n := range []int64{0, -1, 4, math.MaxInt64} {
+		if err := a.TryAcquire(ctx, n); !errors.Is(err, s3lock.ErrInvalidArgument) {
+			t.Errorf("TryAcquire(%d) on limit 3 = %v; want ErrInvalidArgument", n, err)
+		}
+		if err := other.Acquire(ctx, n+1); n+1 > 4 && !errors.Is(err, s3lock.ErrInvalidArgument) {
+			t.Errorf("Acquire(%d) on limit 4 = %v; want ErrInvalidArgument", n+1, err)
+		}
+	}
+	for _, limit := range []int64{0, -1, math.MinInt64} {
+		if _, err := s3lock.NewSemaphore(srv.Client(), srv.Bucket(), key, limit); !errors.Is(err, s3lock.ErrInvalidArgument) {
+			t.Errorf("NewSemaphore(limit %d) = %v; want ErrInvalidArgument", limit, err)
+		}
+	}
+	b := newSem(t, srv, key, 3)
+	if err := b.Release(ctx); !errors.Is(err, s3lock.ErrNotHeld) {
+		t.Errorf("Release() without a hold = %v; want ErrNotHeld", err)
+	}
+	if err := rw.RUnlock(ctx); !errors.Is(err, s3lock.ErrNotHeld) {
+		t.Errorf("RUnlock() without a hold = %v; want ErrNotHeld", err)
+	}
+}
+
+// TestRedteamSharedPrevReleaseNeverTakesLiveHold attacks promise 3: a
+// Mutex of the previous release (62e4b95) waiting on a key whose
+// semaphore holders renew never takes it while one believes it holds, and
+// takes it after they release with a larger generation. Guard: it passes.
+func TestRedteamSharedPrevReleaseNeverTakesLiveHold(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "redteam/prev-release"
+	opts := []s3lock.Option{s3lock.WithTTL(1500 * time.Millisecond), s3lock.WithAutoRenew(400 * time.Millisecond)}
+	a, b := newSem(t, srv, key, 2, opts...), newSem(t, srv, key, 2, opts...)
+	if err := a.TryAcquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.TryAcquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	old, err := prevrelease.New(srv.Client(), srv.Bucket(), key, prevrelease.WithTTL(time.Second), prevrelease.WithRetryInterval(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	got := make(chan error, 1)
+	go func() { got <- old.Lock(lctx) }()
+	// The holders hand over: a releases, c takes its unit, b releases,
+	// a takes again; someone always believes it holds.
+	c := newSem(t, srv, key, 2, opts...)
+	steps := []func() error{
+		func() error { return a.Release(ctx) },
+		func() error { return c.Acquire(lctx, 1) },
+		func() error { return b.Release(ctx) },
+		func() error { return a.Acquire(lctx, 1) },
+		func() error { return c.Release(ctx) },
+	}
+	var maxToken uint64
+	for i, step := range steps {
+		select {
+		case err := <-got:
+			t.Fatalf("the previous release's Lock returned %v (step %d) while semaphore holders believe they hold", err, i)
+		case <-time.After(1200 * time.Millisecond):
+		}
+		if err := step(); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		maxToken = max(maxToken, a.Token(), b.Token(), c.Token())
+	}
+	select {
+	case err := <-got:
+		t.Fatalf("the previous release's Lock returned %v while a holds", err)
+	case <-time.After(1200 * time.Millisecond):
+	}
+	if a.Context().Err() != nil {
+		t.Fatalf("a's hold ended: %v", context.Cause(a.Context()))
+	}
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("the previous release's Lock after the last release = %v", err)
+	}
+	defer old.Unlock(ctx)
+	if old.Token() <= maxToken {
+		t.Errorf("previous release's token %d; want more than the semaphore's %d", old.Token(), maxToken)
+	}
+}
+
+// TestRedteamSharedDeadHolderNotEarly attacks promise 1 on the expiry
+// rule per holder: a semaphore holder whose client is cut off (it cannot
+// renew) while another holder renews (stamping its entry's since) and a
+// waiter reserves: the waiter's grant of its unit comes only after the
+// dead holder's context is done. With S3's Date an hour ahead, and
+// without. Guard: it passes.
+func TestRedteamSharedDeadHolderNotEarly(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		ahead time.Duration
+	}{{"S3 clock right", 0}, {"S3 Date an hour ahead", time.Hour}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var srv *s3locktest.Server
+			if tc.ahead != 0 {
+				srv = s3locktest.New(t, s3locktest.WithMiddleware(dateAhead(tc.ahead)))
+			} else {
+				srv = s3locktest.New(t)
+			}
+			ctx := context.Background()
+			key := "redteam/dead-holder"
+			const ttl = 2 * time.Second
+			f := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
+			dead, err := s3lock.NewSemaphore(srv.FaultyClient(f), srv.Bucket(), key, 2, s3lock.WithTTL(ttl), s3lock.WithAutoRenew(ttl/3))
+			if err != nil {
+				t.Fatal(err)
+			}
+			live := newSem(t, srv, key, 2, s3lock.WithTTL(ttl), s3lock.WithAutoRenew(300*time.Millisecond))
+			if err := live.TryAcquire(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			defer live.Release(ctx)
+			if err := dead.TryAcquire(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			granted := time.Now()
+			f.Partition(time.Hour)
+			defer f.Heal()
+			w := newSem(t, srv, key, 2, s3lock.WithTTL(ttl), s3lock.WithRetryInterval(50*time.Millisecond))
+			actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			if err := w.Acquire(actx, 1); err != nil {
+				t.Fatal(err)
+			}
+			took := time.Since(granted)
+			if dead.Context().Err() == nil {
+				t.Fatalf("a waiter was granted the dead holder's unit %v after its grant while it still believes it holds (TTL %v)", took, ttl)
+			}
+			if live.Context().Err() != nil {
+				t.Errorf("the renewing holder lost its hold: %v", context.Cause(live.Context()))
+			}
+			t.Logf("taken over %v after the dead holder's grant", took)
+			_ = w.Release(ctx)
+			f.Heal()
+			_ = dead.Release(ctx)
+		})
+	}
+}
