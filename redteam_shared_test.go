@@ -6,6 +6,7 @@ package s3lock_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -516,4 +517,128 @@ func TestRedteamSharedDeadHolderNotEarly(t *testing.T) {
 			_ = dead.Release(ctx)
 		})
 	}
+}
+
+// plantUnknown rewrites the lock object at key with extra fields: one at
+// the top level and one in every holder entry, everything else as it was
+// (so the holders' nonces are unchanged). It returns the new ETag.
+func plantUnknown(t *testing.T, srv *s3locktest.Server, key string) {
+	t.Helper()
+	m, _ := rawRecord(t, srv, key)
+	m["zz_future"] = map[string]any{"keep": "me"}
+	hs, _ := m["holders"].([]any)
+	for _, h := range hs {
+		h.(map[string]any)["zz_entry"] = "kept"
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.PutObject(context.Background(), key, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantUnknown fails the test unless the record at key still carries the
+// planted fields at the top level and in the entries of the holders ids.
+func wantUnknown(t *testing.T, srv *s3locktest.Server, key, when string, ids ...string) {
+	t.Helper()
+	m, _ := rawRecord(t, srv, key)
+	if _, ok := m["zz_future"]; !ok {
+		t.Errorf("%s: the top-level unknown field is gone: %v", when, m)
+	}
+	hs, _ := m["holders"].([]any)
+	for _, id := range ids {
+		found := false
+		for _, h := range hs {
+			e := h.(map[string]any)
+			if e["id"] == id {
+				found = true
+				if e["zz_entry"] != "kept" {
+					t.Errorf("%s: holder %s lost its unknown field: %v", when, id, e)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: holder %s is no longer listed: %v", when, id, m)
+		}
+	}
+}
+
+// TestRedteamSharedMutexWaitKeepsTable attacks promise 2 and the issue's
+// "careful" note: a Mutex waiting on a semaphore key with live holders
+// (it reserves the next turn), the holders' renewals and releases, a
+// ForceUnlockHolder of one of them: the others keep their holds, and
+// unknown fields at the top level and in their entries survive every
+// rewrite within the holds. Guard: it passes.
+func TestRedteamSharedMutexWaitKeepsTable(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "redteam/mutex-wait-table"
+	opts := []s3lock.Option{s3lock.WithTTL(3 * time.Second), s3lock.WithAutoRenew(time.Second)}
+	a, b, c := newSem(t, srv, key, 3, opts...), newSem(t, srv, key, 3, opts...), newSem(t, srv, key, 3, opts...)
+	for _, s := range []*s3lock.Semaphore{a, b, c} {
+		if err := s.TryAcquire(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := lockState(t, srv, key)
+	if len(st.Holders) != 3 {
+		t.Fatalf("%d holders listed; want 3", len(st.Holders))
+	}
+	idOf := map[uint64]string{}
+	for _, h := range st.Holders {
+		idOf[h.Token] = h.ID
+	}
+	idA, idB, idC := idOf[a.Token()], idOf[b.Token()], idOf[c.Token()]
+	plantUnknown(t, srv, key)
+	m := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithRetryInterval(50*time.Millisecond))
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	got := make(chan error, 1)
+	go func() { got <- m.Lock(lctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if raw, _ := rawRecord(t, srv, key); raw["next"] != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the waiting Mutex never reserved its turn")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	wantUnknown(t, srv, key, "after the Mutex's reservation", idA, idB, idC)
+	time.Sleep(2500 * time.Millisecond) // every holder renews at least twice
+	wantUnknown(t, srv, key, "after renewals", idA, idB, idC)
+	if err := b.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantUnknown(t, srv, key, "after b's release", idA, idC)
+	st = lockState(t, srv, key)
+	if _, err := s3lock.ForceUnlockHolder(ctx, srv.Client(), srv.Bucket(), key, st.ETag, idC); err != nil {
+		t.Fatal(err)
+	}
+	wantUnknown(t, srv, key, "after c was broken", idA)
+	time.Sleep(1500 * time.Millisecond)
+	wantUnknown(t, srv, key, "after a's next renewal", idA)
+	select {
+	case err := <-got:
+		t.Fatalf("Mutex.Lock() = %v while a holds", err)
+	default:
+	}
+	if a.Context().Err() != nil {
+		t.Fatalf("a lost its hold: %v", context.Cause(a.Context()))
+	}
+	waitDone(t, c.Context(), 5*time.Second, "the broken holder's context")
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("Mutex.Lock() after the last release = %v", err)
+	}
+	if m.Token() <= max(a.Token(), b.Token(), c.Token(), st.Generation) {
+		t.Errorf("Mutex token %d not above the semaphore's (generation %d)", m.Token(), st.Generation)
+	}
+	_ = m.Unlock(ctx)
+	_ = c.Release(ctx)
 }
