@@ -745,3 +745,60 @@ func TestRedteamSharedRenewalsDoNotFight(t *testing.T) {
 		_ = s.Release(ctx)
 	}
 }
+
+// TestRedteamSharedJoinedReadersStarveWriter attacks promise 4 (issue 17:
+// "as with sync.RWMutex: once a writer waits, new readers wait behind
+// it"). RLock on an RWMutex value that already holds a read hold joins it
+// without looking at S3 (rwmutex.go rlock: readers > 0 && writers == 0,
+// writers counting only this value's own Lock calls), so goroutines that
+// share one value (a server's request handlers) and take overlapping read
+// locks keep its hold forever: a writer elsewhere that reserved the next
+// turn waits until its context ends.
+func TestRedteamSharedJoinedReadersStarveWriter(t *testing.T) {
+	srv := s3locktest.New(t)
+	key := "redteam/joined-readers"
+	opts := []s3lock.Option{s3lock.WithTTL(3 * time.Second), s3lock.WithAutoRenew(time.Second), s3lock.WithRetryInterval(50 * time.Millisecond)}
+	v := newRWAt(t, srv, key, opts...)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := v.RLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	joins := 0
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i) * 200 * time.Millisecond)
+			for ctx.Err() == nil {
+				if err := v.RLock(ctx); err != nil {
+					continue
+				}
+				mu.Lock()
+				joins++
+				mu.Unlock()
+				time.Sleep(400 * time.Millisecond)
+				_ = v.RUnlock(context.Background())
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	_ = v.RUnlock(ctx) // the first RLock ends; the two goroutines go on
+	w := newRWAt(t, srv, key, opts...)
+	wctx, wcancel := context.WithTimeout(context.Background(), 8*time.Second)
+	start := time.Now()
+	err := w.Lock(wctx)
+	wcancel()
+	took := time.Since(start)
+	cancel()
+	wg.Wait()
+	if err == nil {
+		_ = w.Unlock(context.Background())
+		t.Logf("the writer got its turn after %v", took)
+		return
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	t.Fatalf("a writer waited %v and gave up (%v) while %d new RLocks joined the read hold it was waiting for", took.Round(time.Millisecond), err, joins)
+}
