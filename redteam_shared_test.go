@@ -802,3 +802,88 @@ func TestRedteamSharedJoinedReadersStarveWriter(t *testing.T) {
 	defer mu.Unlock()
 	t.Fatalf("a writer waited %v and gave up (%v) while %d new RLocks joined the read hold it was waiting for", took.Round(time.Millisecond), err, joins)
 }
+
+// TestRedteamSharedReleaseAfterBreak attacks promise 5: Release returns
+// an error matching ErrLeaseLost when the hold had ended, "or it was
+// broken" (semaphore.go). share.release counts every 412 as a possibly
+// applied release of its own (uncertain), and then takes an entry found
+// gone, within the lease, for its own release landing: after
+// ForceUnlockHolder broke the hold, Release answers nil. The Mutex's
+// Unlock reports the same break.
+func TestRedteamSharedReleaseAfterBreak(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	t.Run("semaphore", func(t *testing.T) {
+		key := "redteam/release-after-break"
+		a := newSem(t, srv, key, 2)
+		if err := a.TryAcquire(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		st := lockState(t, srv, key)
+		if len(st.Holders) != 1 {
+			t.Fatalf("%d holders; want 1", len(st.Holders))
+		}
+		if _, err := s3lock.ForceUnlockHolder(ctx, srv.Client(), srv.Bucket(), key, st.ETag, st.Holders[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Release(ctx); !errors.Is(err, s3lock.ErrLeaseLost) {
+			t.Fatalf("Release() after ForceUnlockHolder broke the hold = %v; want ErrLeaseLost", err)
+		}
+	})
+	t.Run("mutex, for comparison", func(t *testing.T) {
+		key := "redteam/unlock-after-break"
+		m := newMutex(t, srv.Client(), srv.Bucket(), key)
+		if err := m.TryLock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		st := lockState(t, srv, key)
+		if _, err := s3lock.ForceUnlock(ctx, srv.Client(), srv.Bucket(), key, st.ETag); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Unlock(ctx); !errors.Is(err, s3lock.ErrLeaseLost) {
+			t.Fatalf("Unlock() after ForceUnlock = %v; want ErrLeaseLost", err)
+		}
+	})
+}
+
+// TestRedteamSharedReacquireOverOwnOrphan attacks promise 1 with the same
+// holder id listed twice over time: a Semaphore value whose Release
+// failed (its entry stays listed) acquires again; its new grant replaces
+// the old entry (the old hold's context is done), and the units listed
+// never exceed the limit. Guard: it passes.
+func TestRedteamSharedReacquireOverOwnOrphan(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "redteam/reacquire-orphan"
+	f := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
+	v, err := s3lock.NewSemaphore(srv.FaultyClient(f), srv.Bucket(), key, 3, s3lock.WithReleaseTimeout(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.TryAcquire(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	old := v.Context()
+	f.Partition(time.Hour)
+	if err := v.Release(ctx); err == nil {
+		t.Fatal("Release() through a partition = nil")
+	}
+	f.Heal()
+	if old.Err() == nil {
+		t.Fatal("the old hold's context is not done after a failed Release")
+	}
+	w := newSem(t, srv, key, 3)
+	if err := w.TryAcquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	wantLocked(t, newSem(t, srv, key, 3).TryAcquire(ctx, 1))
+	if err := v.TryAcquire(ctx, 2); err != nil {
+		t.Fatalf("TryAcquire(2) over its own orphan entry = %v", err)
+	}
+	st := lockState(t, srv, key)
+	if st.Units > 3 || len(st.Holders) != 2 {
+		t.Errorf("after the re-acquire: %d units, %d holders listed; want at most 3 units and 2 holders", st.Units, len(st.Holders))
+	}
+	_ = v.Release(ctx)
+	_ = w.Release(ctx)
+}
