@@ -160,3 +160,55 @@ func TestRedteamSharedOwnOrphanOvertakesWriter(t *testing.T) {
 		t.Fatalf("TryRLock() = %v; want ErrLocked", err)
 	}
 }
+
+// TestRedteamSharedSuspendEndsHold attacks promise 1 with a suspend: time
+// the system spent suspended counts against a shared hold's lease, with
+// and without renewal, for a semaphore holder and a reader, so a suspend
+// longer than the lease ends the hold soon after resume. Guard: it passes.
+func TestRedteamSharedSuspendEndsHold(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		opts []Option
+	}{
+		{"no renewal", []Option{WithTTL(30 * time.Second)}},
+		{"renewal", []Option{WithTTL(30 * time.Second), WithAutoRenew(10 * time.Second)}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ahead := simulateSuspend(t)
+			srv := s3locktest.New(t)
+			ctx := context.Background()
+			s, err := NewSemaphore(srv.Client(), srv.Bucket(), "redteam/suspend-sem", 2, tt.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rw, err := NewRWMutex(srv.Client(), srv.Bucket(), "redteam/suspend-rw", tt.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.TryAcquire(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			defer s.Release(ctx)
+			if err := rw.TryRLock(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer rw.RUnlock(ctx)
+			ahead.Store(int64(5 * time.Second))
+			time.Sleep(1500 * time.Millisecond)
+			if s.Context().Err() != nil || rw.Context().Err() != nil {
+				t.Fatalf("a 5s suspend ended a 30s lease: %v, %v", context.Cause(s.Context()), context.Cause(rw.Context()))
+			}
+			ahead.Store(int64(time.Minute))
+			for name, hold := range map[string]context.Context{"semaphore": s.Context(), "reader": rw.Context()} {
+				select {
+				case <-hold.Done():
+					if cause := context.Cause(hold); !errors.Is(cause, ErrLeaseLost) {
+						t.Errorf("%s: hold ended with cause %v; want ErrLeaseLost", name, cause)
+					}
+				case <-time.After(5 * time.Second):
+					t.Errorf("%s: hold still on 5s after a suspend longer than its lease", name)
+				}
+			}
+		})
+	}
+}
