@@ -887,3 +887,104 @@ func TestRedteamSharedReacquireOverOwnOrphan(t *testing.T) {
 	_ = v.Release(ctx)
 	_ = w.Release(ctx)
 }
+
+// TestRedteamSharedStampsNeverAgeLiveHolder attacks promise 1 on the
+// since stamps: while a holder renews properly, Mutex waiters come and
+// go (each reservation and each withdrawal rewrites the record, stamping
+// the holder's entry), and fresh contenders, which have no monotonic
+// history and check S3's clock, judge the holder's lease from those
+// stamps: none may take its unit while it believes it holds. Guard: it
+// passes.
+func TestRedteamSharedStampsNeverAgeLiveHolder(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "redteam/stamps"
+	const ttl = 2 * time.Second
+	h := newSem(t, srv, key, 1, s3lock.WithTTL(ttl), s3lock.WithAutoRenew(600*time.Millisecond))
+	if err := h.TryAcquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release(ctx)
+	stop := time.Now().Add(4 * ttl)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // Mutex waiters: reserve, give up (withdraw), again
+		defer wg.Done()
+		for time.Now().Before(stop) {
+			m := newMutex(t, srv.Client(), srv.Bucket(), key, s3lock.WithRetryInterval(50*time.Millisecond))
+			lctx, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
+			if err := m.Lock(lctx); err == nil {
+				t.Errorf("a Mutex took the key while the semaphore holder renews")
+				_ = m.Unlock(ctx)
+			}
+			cancel()
+		}
+	}()
+	tries := 0
+	for time.Now().Before(stop) {
+		c := newSem(t, srv, key, 1, s3lock.WithTTL(ttl))
+		err := c.TryAcquire(ctx, 1)
+		tries++
+		if err == nil {
+			live := h.Context().Err() == nil
+			_ = c.Release(ctx)
+			if live {
+				t.Fatalf("a fresh contender took the unit (try %d) while the holder renews and believes it holds", tries)
+			}
+			t.Fatalf("the renewing holder lost its hold: %v", context.Cause(h.Context()))
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	wg.Wait()
+	if h.Context().Err() != nil {
+		t.Fatalf("the renewing holder lost its hold: %v", context.Cause(h.Context()))
+	}
+	t.Logf("%d fresh contenders refused", tries)
+}
+
+// TestRedteamSharedS3ClockDatesFromStamp attacks promise 1 on the S3-clock
+// rule per holder: a dead holder's entry is stamped (since) by another
+// holder's renewals; fresh contenders (a new Semaphore value per try, so
+// only S3's clock can call the lease expired) must not take the dead
+// holder's unit before its lease is over by its own clock. Guard: it
+// passes.
+func TestRedteamSharedS3ClockDatesFromStamp(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "redteam/s3clock-stamp"
+	const ttl = 2 * time.Second
+	live := newSem(t, srv, key, 2, s3lock.WithTTL(ttl), s3lock.WithAutoRenew(600*time.Millisecond))
+	if err := live.TryAcquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	defer live.Release(ctx)
+	f := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
+	dead, err := s3lock.NewSemaphore(srv.FaultyClient(f), srv.Bucket(), key, 2, s3lock.WithTTL(ttl))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dead.TryAcquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	granted := time.Now()
+	f.Partition(time.Hour)
+	defer f.Heal()
+	for time.Since(granted) < 15*time.Second {
+		c := newSem(t, srv, key, 2, s3lock.WithTTL(ttl))
+		if err := c.TryAcquire(ctx, 1); err == nil {
+			took := time.Since(granted)
+			believes := dead.Context().Err() == nil
+			_ = c.Release(ctx)
+			if believes {
+				t.Fatalf("a fresh contender took the dead holder's unit %v after its grant while it believes it holds (TTL %v)", took, ttl)
+			}
+			t.Logf("a fresh contender took the dead holder's unit %v after its grant (by S3's clock)", took)
+			if live.Context().Err() != nil {
+				t.Errorf("the renewing holder lost its hold: %v", context.Cause(live.Context()))
+			}
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("no fresh contender took the dead holder's unit in 15s: S3's clock rule never decided")
+}
