@@ -55,6 +55,13 @@ func TestRedteamSharedHugeHolderTTLCountsAsHeld(t *testing.T) {
 			if err := srv.PutObject(ctx, key, tc.body); err != nil {
 				t.Fatal(err)
 			}
+			old, perr := prevrelease.New(srv.Client(), srv.Bucket(), key)
+			if perr != nil {
+				t.Fatal(perr)
+			}
+			if err := old.TryLock(ctx); !errors.Is(err, prevrelease.ErrLocked) {
+				t.Fatalf("previous release TryLock() = %v; want ErrLocked", err)
+			}
 			m := newMutex(t, srv.Client(), srv.Bucket(), key)
 			err := m.TryLock(ctx)
 			if err == nil {
@@ -62,13 +69,6 @@ func TestRedteamSharedHugeHolderTTLCountsAsHeld(t *testing.T) {
 				t.Fatalf("Mutex.TryLock() over a record written a moment ago with ttl_ms %d = nil; want ErrLocked (rule 4: held, at least for 7 days)", huge)
 			}
 			wantLocked(t, err)
-			old, perr := prevrelease.New(srv.Client(), srv.Bucket(), key)
-			if perr != nil {
-				t.Fatal(perr)
-			}
-			if err := old.TryLock(ctx); !errors.Is(err, prevrelease.ErrLocked) {
-				t.Errorf("previous release TryLock() = %v; want ErrLocked", err)
-			}
 		})
 	}
 }
