@@ -95,6 +95,11 @@ type record struct {
 	// NextUnits is how many units the waiter named by Next needs (0: all
 	// of them, an exclusive hold). A scheduling hint like Next.
 	NextUnits int64 `json:"next_units,omitempty"`
+	// NextSeq counts the refreshes of the reservation in Next: a waiter
+	// that stays reserved on a shared hold rewrites it every
+	// reservationRefresh, and one unchanged for reservationStale is
+	// ignored (its waiter has gone). A scheduling hint like Next.
+	NextSeq uint64 `json:"next_seq,omitempty"`
 	// extra holds the top-level fields this version does not know, as
 	// read. A rewrite of the same hold (a reservation, a renewal, a
 	// Proclaim, the release) writes them back; a new grant does not.
@@ -125,7 +130,7 @@ func (r *record) held() bool { return r.State == stateHeld }
 // the same hold: its reservation of the next turn, and the fields this
 // version does not know.
 func (r *record) keepHints(from *record) {
-	r.Next, r.NextWaited, r.NextUnits, r.extra = from.Next, from.NextWaited, from.NextUnits, from.extra
+	r.Next, r.NextWaited, r.NextUnits, r.NextSeq, r.extra = from.Next, from.NextWaited, from.NextUnits, from.NextSeq, from.extra
 }
 
 // stampFor prepares r, a copy of the record in s, for a rewrite that is
@@ -219,6 +224,7 @@ func decodeRecord(body []byte) (*record, error) {
 		Next       json.RawMessage `json:"next"`
 		NextWaited json.RawMessage `json:"next_waited"`
 		NextUnits  json.RawMessage `json:"next_units"`
+		NextSeq    json.RawMessage `json:"next_seq"`
 		LeaseStart json.RawMessage `json:"lease_start"`
 	}
 	if err := dec.Decode(&w); err != nil {
@@ -232,6 +238,7 @@ func decodeRecord(body []byte) (*record, error) {
 	hint(w.Next, &r.Next)
 	hint(w.NextWaited, &r.NextWaited)
 	hint(w.NextUnits, &r.NextUnits)
+	hint(w.NextSeq, &r.NextSeq)
 	hint(w.LeaseStart, &r.LeaseStart)
 	if r.NextUnits < 0 {
 		r.NextUnits = 0

@@ -20,8 +20,9 @@ import (
 // taken).
 //
 // Goroutines that share one RWMutex value share its read hold: the first
-// RLock acquires it, later ones join it (unless a writer of this value
-// waits), and the last RUnlock releases it. A value does not upgrade:
+// RLock acquires it, later ones join it after one GET shows no writer
+// waiting (otherwise they wait for the hold to end, then queue behind the
+// writer), and the last RUnlock releases it. A value does not upgrade:
 // Lock while the same value holds the read lock waits for that read lock
 // too (as sync.RWMutex deadlocks), until ctx ends.
 //
@@ -30,10 +31,12 @@ type RWMutex struct {
 	w *Mutex
 	r *sharedLock
 
-	mu       sync.Mutex    // protects the fields below
-	readers  int           // RLocks sharing r's hold
-	acquired chan struct{} // closed when an RLock acquiring r is done (nil: none)
-	writers  int           // Lock calls of this value waiting or holding
+	mu        sync.Mutex    // protects the fields below
+	readers   int           // RLocks sharing r's hold
+	acquiring bool          // an RLock is acquiring r's hold
+	closed    bool          // a writer waits: no more RLocks join the hold
+	changed   chan struct{} // closed when acquiring or the hold ends
+	writers   int           // Lock calls of this value waiting or holding
 }
 
 // NewRWMutex returns an RWMutex for the lock object at bucket/key, with
@@ -50,7 +53,7 @@ func NewRWMutex(client S3API, bucket, key string, opts ...Option) (*RWMutex, err
 	}
 	// One owner name for both sides (the default one is random).
 	w.lm.owner = r.lm.owner
-	return &RWMutex{w: w, r: r}, nil
+	return &RWMutex{w: w, r: r, changed: make(chan struct{})}, nil
 }
 
 // RLock takes a read hold, waiting while a writer holds the lock or waits
@@ -69,12 +72,27 @@ func (rw *RWMutex) rlock(ctx context.Context, wait bool) error {
 	for {
 		rw.mu.Lock()
 		switch {
-		case rw.readers > 0 && rw.writers == 0 && rw.r.held():
-			rw.readers++
+		case rw.readers > 0 && rw.writers == 0 && !rw.closed && rw.r.held():
 			rw.mu.Unlock()
-			return nil
-		case rw.acquired != nil:
-			ch := rw.acquired
+			// Join the value's read hold, unless a writer (or a Mutex)
+			// waits for the key: then new readers wait behind it, as
+			// with sync.RWMutex, and the hold ends with its last reader.
+			ok, err := rw.r.joinable(ctx)
+			if err != nil {
+				return fmt.Errorf("s3lock: %s %s: %w", op, rw.r.lm.name(), err)
+			}
+			rw.mu.Lock()
+			if !ok {
+				rw.closed = true
+			} else if rw.readers > 0 && !rw.closed && rw.r.held() {
+				rw.readers++
+				rw.mu.Unlock()
+				return nil
+			}
+			rw.mu.Unlock()
+			continue
+		case rw.readers > 0 || rw.acquiring:
+			ch := rw.changed
 			rw.mu.Unlock()
 			if !wait {
 				return &LockedError{Key: rw.r.lm.key, Owner: rw.r.lm.owner, Local: true}
@@ -86,8 +104,7 @@ func (rw *RWMutex) rlock(ctx context.Context, wait bool) error {
 				return fmt.Errorf("s3lock: %s %s: %w", op, rw.r.lm.name(), ctx.Err())
 			}
 		}
-		ch := make(chan struct{})
-		rw.acquired = ch
+		rw.acquiring = true
 		rw.mu.Unlock()
 		var err error
 		if wait {
@@ -97,13 +114,20 @@ func (rw *RWMutex) rlock(ctx context.Context, wait bool) error {
 		}
 		rw.mu.Lock()
 		if err == nil {
-			rw.readers = 1
+			rw.readers, rw.closed = 1, false
 		}
-		rw.acquired = nil
-		close(ch)
+		rw.acquiring = false
+		rw.notifyLocked()
 		rw.mu.Unlock()
 		return err
 	}
+}
+
+// notifyLocked wakes the RLocks waiting for the value's read hold to be
+// acquired or to end; rw.mu is held.
+func (rw *RWMutex) notifyLocked() {
+	close(rw.changed)
+	rw.changed = make(chan struct{})
 }
 
 // RUnlock ends one RLock; the last one of the value releases its read
@@ -115,13 +139,18 @@ func (rw *RWMutex) RUnlock(ctx context.Context) error {
 		rw.mu.Unlock()
 		return fmt.Errorf("s3lock: RUnlock %s: %w", rw.r.lm.name(), ErrNotHeld)
 	}
-	rw.readers--
-	last := rw.readers == 0
-	rw.mu.Unlock()
-	if !last {
+	if rw.readers > 1 {
+		rw.readers--
+		rw.mu.Unlock()
 		return nil
 	}
-	return rw.r.release(ctx, "RUnlock")
+	rw.mu.Unlock()
+	err := rw.r.release(ctx, "RUnlock")
+	rw.mu.Lock()
+	rw.readers = 0
+	rw.notifyLocked()
+	rw.mu.Unlock()
+	return err
 }
 
 // Lock takes the write hold, waiting until no reader or writer holds the

@@ -169,3 +169,45 @@ func newRW(t *testing.T, srv *s3locktest.Server) *s3lock.RWMutex {
 	}
 	return rw
 }
+
+// A writer that keeps waiting keeps new readers out for as long as it
+// waits, well past reservationStale (5 s): it refreshes its reservation.
+func TestRWMutexLiveWriterKeepsReservation(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	reader := newRW(t, srv)
+	if err := reader.RLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writer := newRW(t, srv)
+	wctx, cancel := context.WithCancel(ctx)
+	got := make(chan error, 1)
+	go func() { got <- writer.Lock(wctx) }()
+	deadline := time.Now().Add(9 * time.Second)
+	refused := 0
+	late := newRW(t, srv) // one value: it remembers how long it has seen the reservation
+	for time.Now().Before(deadline) {
+		if err := late.TryRLock(ctx); err == nil {
+			if refused > 0 {
+				t.Errorf("a new reader joined after %d refusals while the writer still waited", refused)
+			}
+			_ = late.RUnlock(ctx)
+		} else {
+			refused++
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if refused == 0 {
+		t.Fatal("no new reader was ever refused while a writer waited")
+	}
+	if err := reader.RUnlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	cancel()
+	if err := writer.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

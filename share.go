@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -341,7 +342,8 @@ func (sh *share) release(ctx context.Context) error {
 			rec.State, rec.Holders, rec.Limit = stateFree, nil, 0
 			rec.TTLMillis = max(s.rec.TTLMillis, 1)
 		}
-		_, f, err := lm.put(ctx, rec, condition{etag: s.etag})
+		var attempts atomic.Int32
+		_, f, err := lm.put(ctx, rec, condition{etag: s.etag}, countAttempts(&attempts))
 		if f == failNone {
 			return nil
 		}
@@ -350,10 +352,11 @@ func (sh *share) release(ctx context.Context) error {
 		case failPermanent:
 			return err
 		case failConflict:
-			uncertain = true
+			// A plain refusal, unless the SDK had retried.
+			uncertain = uncertain || attempts.Load() != 1
 			pause(ctx)
 		case failPrecondition, failNotFound:
-			uncertain = true // an SDK retry of ours may have landed
+			uncertain = uncertain || attempts.Load() != 1
 		default:
 			uncertain = true
 			if ctx.Err() != nil {

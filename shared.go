@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -51,10 +52,12 @@ type sharedLock struct {
 
 	mu   sync.Mutex // protects hold and resv
 	hold *share
-	// resv is the reservation of someone else's last seen with its units
-	// free, and since when (monotonic): see staleReservation.
+	// resv is the reservation of someone else's last seen (Next#NextSeq),
+	// since when (monotonic) it has been seen, and since when with its
+	// units free (zero: not free): see reservedAway.
 	resv      string
-	resvSince time.Time
+	resvFirst time.Time
+	resvFree  time.Time
 }
 
 func newSharedLock(client S3API, bucket, key string, limit int64, opts []Option) (*sharedLock, error) {
@@ -146,10 +149,22 @@ func (sl *sharedLock) judgeShared(s *snapshot, n int64, w *sharedWaiter) (verdic
 	return verdict{take: true, keep: live}, nil
 }
 
+// reservationRefresh is how often a waiter that stays reserved on a
+// shared hold rewrites its reservation (Next, with NextSeq + 1), and
+// reservationStale how long a reservation seen unchanged is honoured: a
+// reserved waiter that died keeps new shared holds out for about that
+// long. (On a free record, and once its units are free, a reservation is
+// honoured reservationTTL, as for the Mutex.)
+const (
+	reservationRefresh = 2 * time.Second
+	reservationStale   = 5 * time.Second
+)
+
 // reservedAway reports whether a reservation of someone else's in s keeps
 // us from taking n of the free units (free: the capacity less the units of
-// live holders). A reservation whose units have been free for
-// reservationTTL without its waiter taking them is stale and ignored.
+// live holders). A reservation is stale, and ignored, once it has had its
+// units free for reservationTTL without its waiter taking them, or has
+// been seen unchanged (Next and NextSeq) for reservationStale.
 func (sl *sharedLock) reservedAway(s *snapshot, w *sharedWaiter, free, n int64) bool {
 	r := s.rec
 	if r.Next == "" || (w != nil && r.Next == w.id) {
@@ -159,14 +174,18 @@ func (sl *sharedLock) reservedAway(s *snapshot, w *sharedWaiter, free, n int64) 
 	if need <= 0 || need > sl.capacity() {
 		need = sl.capacity() // the whole lock
 	}
+	key := r.Next + "#" + strconv.FormatUint(r.NextSeq, 10)
 	sl.mu.Lock()
-	if free < need {
-		// Its units are not free yet: it cannot have taken them.
-		sl.resv = ""
-	} else if sl.resv != r.Next {
-		sl.resv, sl.resvSince = r.Next, s.seenAt
+	if sl.resv != key {
+		sl.resv, sl.resvFirst, sl.resvFree = key, s.seenAt, time.Time{}
 	}
-	stale := sl.resv == r.Next && s.seenAt.Sub(sl.resvSince) >= reservationTTL
+	if free < need {
+		sl.resvFree = time.Time{} // its units are not free: it cannot have taken them
+	} else if sl.resvFree.IsZero() {
+		sl.resvFree = s.seenAt
+	}
+	stale := s.seenAt.Sub(sl.resvFirst) >= reservationStale ||
+		(!sl.resvFree.IsZero() && s.seenAt.Sub(sl.resvFree) >= reservationTTL)
 	sl.mu.Unlock()
 	if stale || (!r.held() && sl.lm.trustedAge(s) >= reservationTTL) {
 		return false
@@ -329,10 +348,10 @@ func (sl *sharedLock) grantRecord(s *snapshot, n int64, keep []holder, w *shared
 		}
 		rec.Holders = s.stampOthers(func(h *holder) bool { return alive[h.ID] })
 	} else if s.rec != nil {
-		rec.Next, rec.NextWaited, rec.NextUnits = s.rec.Next, s.rec.NextWaited, s.rec.NextUnits
+		rec.Next, rec.NextWaited, rec.NextUnits, rec.NextSeq = s.rec.Next, s.rec.NextWaited, s.rec.NextUnits, s.rec.NextSeq
 	}
 	if w != nil && rec.Next == w.id {
-		rec.Next, rec.NextWaited, rec.NextUnits = "", 0, 0
+		rec.Next, rec.NextWaited, rec.NextUnits, rec.NextSeq = "", 0, 0, 0
 	}
 	rec.Holders = append(rec.Holders, mine)
 	rec.TTLMillis = maxHolderTTL(rec.Holders)
@@ -390,6 +409,8 @@ type sharedWaiter struct {
 	arrived  bool
 	arrival  uint64
 	reserved bool // the last poll found our reservation in the record
+	// reservedAt is when our reservation was last written.
+	reservedAt time.Time
 }
 
 // age is how many grants have been made since w arrived, by generation.
@@ -411,20 +432,33 @@ func (w *sharedWaiter) blocked(ctx context.Context, s *snapshot, n int64) {
 	age := w.age(s.rec.Generation)
 	w.reserved = s.rec.Next == w.id
 	if w.reserved {
+		if time.Since(w.reservedAt) >= reservationRefresh && s.rec.held() {
+			// Show that we are still waiting.
+			if w.sl.lm.reserveTurn(ctx, s, w.id, age, n) {
+				w.reservedAt = time.Now()
+			}
+		}
 		return
 	}
 	if s.rec.Next != "" && age <= s.rec.NextWaited && !w.sl.staleReservation(s) {
 		return
 	}
 	w.reserved = w.sl.lm.reserveTurn(ctx, s, w.id, age, n)
+	if w.reserved {
+		w.reservedAt = time.Now()
+	}
 }
 
-// staleReservation reports whether the reservation in s has had its
-// units free for reservationTTL without its waiter taking them.
+// staleReservation reports whether the reservation in s is one
+// reservedAway has found stale.
 func (sl *sharedLock) staleReservation(s *snapshot) bool {
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
-	return sl.resv == s.rec.Next && s.seenAt.Sub(sl.resvSince) >= reservationTTL
+	if sl.resv != s.rec.Next+"#"+strconv.FormatUint(s.rec.NextSeq, 10) {
+		return false
+	}
+	return s.seenAt.Sub(sl.resvFirst) >= reservationStale ||
+		(!sl.resvFree.IsZero() && s.seenAt.Sub(sl.resvFree) >= reservationTTL)
 }
 
 // reserveTurn writes a reservation of the next turn for waiter id (age
@@ -433,7 +467,11 @@ func (sl *sharedLock) staleReservation(s *snapshot) bool {
 // whether the write landed.
 func (lm *lockObject) reserveTurn(ctx context.Context, s *snapshot, id string, age uint64, units int64) bool {
 	rec := *s.rec
-	rec.Next, rec.NextWaited, rec.NextUnits = id, age, units
+	seq := uint64(0)
+	if rec.Next == id {
+		seq = rec.NextSeq + 1 // a refresh
+	}
+	rec.Next, rec.NextWaited, rec.NextUnits, rec.NextSeq = id, age, units, seq
 	rec.stampFor(s)
 	_, f, _ := lm.put(ctx, &rec, condition{etag: s.etag})
 	return f == failNone

@@ -122,7 +122,7 @@ func checkShared(r *record) error {
 			return fmt.Errorf("holder %d: id of %d bytes", i, len(h.ID))
 		case seen[h.ID]:
 			return fmt.Errorf("holder %q listed twice", h.ID)
-		case h.Units <= 0 || (r.Limit > 0 && h.Units > r.Limit):
+		case h.Units <= 0 || (r.Limit > 0 && h.Units > r.Limit) || (r.Limit == 0 && h.Units != 1):
 			return fmt.Errorf("holder %q: %d units", h.ID, h.Units)
 		case h.Token == 0 || h.Token > r.Generation:
 			return fmt.Errorf("holder %q: token %d outside 1..%d", h.ID, h.Token, r.Generation)

@@ -213,6 +213,24 @@ func (sl *sharedLock) token() uint64 {
 	return sl.hold.token
 }
 
+// joinable reports whether another RLock may join the value's read hold:
+// one GET, and no reservation of someone else's keeping a unit from new
+// shared holds (a waiting writer's).
+func (sl *sharedLock) joinable(ctx context.Context) (bool, error) {
+	s, err := sl.lm.read(ctx)
+	if err != nil {
+		return false, err
+	}
+	if s.rec == nil || !s.rec.shared() {
+		return false, nil // our hold is gone; RLock finds it lost
+	}
+	var used int64
+	for _, h := range s.rec.Holders {
+		used += h.Units // at most maxHolders units of 1 each
+	}
+	return !sl.reservedAway(s, nil, sl.capacity()-used, 1), nil
+}
+
 // held reports whether the value holds units whose lease is still on.
 func (sl *sharedLock) held() bool {
 	sl.mu.Lock()

@@ -145,6 +145,8 @@ type waiter struct {
 	force bool // claim any claimable lock (the backoff gave up waiting)
 
 	reserve bool // reserve the next turn in the held record polled
+	// reservedAt is when our reservation was last written.
+	reservedAt time.Time
 	// A waiter eligible to reserve first waits settle, then (settled)
 	// reserves if the held record it finds then names nobody.
 	settled bool
@@ -251,6 +253,9 @@ func (w *waiter) decideHeld(s *snapshot) (reserve bool) {
 	switch {
 	case s.rec.Next == w.id:
 		w.reserved, w.rank = true, 0
+		// On a shared hold, show the readers and holders we still wait
+		// (they ignore a reservation unchanged for reservationStale).
+		w.reserve = s.rec.shared() && time.Since(w.reservedAt) >= reservationRefresh
 	case s.rec.Next != "":
 		// Another waiter is next; an older one may take its place.
 		w.rank = max(w.rank, 1)
@@ -370,7 +375,7 @@ func (lm *lockObject) reserve(ctx context.Context, s *snapshot, w *waiter) {
 	// records when their own writes were made, by S3's clock, for readers
 	// to date the leases from (see stampFor).
 	if lm.reserveTurn(ctx, s, w.id, w.age(s.rec.Generation), 0) {
-		w.reserved, w.rank = true, 0
+		w.reserved, w.rank, w.reservedAt = true, 0, time.Now()
 	}
 	lm.hooks.reserve(ctx, lm, s, w.reserved)
 }
@@ -396,7 +401,7 @@ func (lm *lockObject) withdraw(ctx context.Context, w *waiter) {
 		return
 	}
 	rec := *s.rec
-	rec.Next, rec.NextWaited, rec.NextUnits = "", 0, 0
+	rec.Next, rec.NextWaited, rec.NextUnits, rec.NextSeq = "", 0, 0, 0
 	rec.stampFor(s) // a rewrite that is not the holders'
 	lm.put(ctx, &rec, condition{etag: s.etag})
 }
