@@ -105,7 +105,7 @@ func (sl *sharedLock) judgeShared(s *snapshot, n int64, w *sharedWaiter) (verdic
 		}
 		return verdict{take: true}, nil
 	case !s.rec.held():
-		if sl.reservedAway(s, w, sl.capacity(), 0) {
+		if sl.reservedAway(s, w, sl.capacity(), n) {
 			return verdict{left: 0, blocker: "reserved"}, nil
 		}
 		return verdict{take: true}, nil
