@@ -285,7 +285,8 @@ func TestSemaphoreRenewingHolders(t *testing.T) {
 		owner         func(i int) string
 	}{
 		{"8 holders", 8, renewTTL, renewInterval, 4 * renewTTL, func(i int) string { return fmt.Sprintf("holder-%d.example.internal", i) }},
-		{"32 short owners", 32, 3 * time.Second, time.Second, 2 * 3 * time.Second, func(i int) string { return fmt.Sprint("h", i) }},
+		// 32 renewals a second at TTL 3 s; this is half that.
+		{"32 short owners", 32, 6 * time.Second, 2 * time.Second, 8 * time.Second, func(i int) string { return fmt.Sprint("h", i) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := s3locktest.New(t)
