@@ -485,3 +485,61 @@ func TestMutexWaitsOnSemaphoreKey(t *testing.T) {
 		})
 	}
 }
+
+// TestRWMutexReaderDiesWriterWaits: a reader dies holding (never renews
+// nor releases) while a writer waits, reserved; another reader that polls
+// faster than the writer must still not take the read lock ahead of it
+// once the dead reader's lease has run out: the writer gets the lock
+// first, the reader after the writer's Unlock.
+func TestRWMutexReaderDiesWriterWaits(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key = "rw/dead-reader"
+	dead := newRWKey(t, srv.Client(), srv, key, s3lock.WithOwner("dead"), s3lock.WithTTL(renewTTL))
+	if err := dead.RLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w := newRWKey(t, srv.Client(), srv, key, s3lock.WithOwner("writer"), s3lock.WithRetryInterval(250*time.Millisecond))
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	wrote := make(chan error, 1)
+	go func() { wrote <- w.Lock(wctx) }()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if rec, _ := rawRecord(t, srv, key); rec["next"] != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no reservation in the record 10 s after the writer began to wait")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r := newRWKey(t, srv.Client(), srv, key, s3lock.WithOwner("reader"), s3lock.WithRetryInterval(20*time.Millisecond))
+	read := make(chan error, 1)
+	rctx, rcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer rcancel()
+	go func() { read <- r.RLock(rctx) }()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatalf("writer Lock() = %v", err)
+		}
+	case err := <-read:
+		t.Fatalf("reader RLock() = %v (token %d) ahead of the writer that waited, reserved, before it", err, r.Token())
+	}
+	wtok := w.Token()
+	if err := w.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-read; err != nil {
+		t.Fatalf("reader RLock() after the writer's Unlock = %v", err)
+	}
+	if r.Token() <= wtok {
+		t.Errorf("reader token %d after the writer's %d; want larger", r.Token(), wtok)
+	}
+	if err := r.RUnlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := dead.RUnlock(ctx); !errors.Is(err, s3lock.ErrLeaseLost) {
+		t.Errorf("dead reader's RUnlock() = %v; want ErrLeaseLost", err)
+	}
+}
