@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -338,5 +339,85 @@ func TestSemaphoreRenewingHolders(t *testing.T) {
 				t.Errorf("Inspect after every Release: held by %v", st.Holders)
 			}
 		})
+	}
+}
+
+// TestSemaphoreLargeRequestNotStarved: holders of 1 unit keep 3 of 4
+// units busy without pause, their holds overlapping so that 3 units are
+// never free at once unless they wait. A request for 3 units still gets
+// them, after a bounded number of small grants, and the small holders
+// carry on afterwards.
+func TestSemaphoreLargeRequestNotStarved(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	const key, limit, small = "sem/large", 4, 3
+	var (
+		grants  atomic.Int64
+		largeIn atomic.Bool
+		heldNow atomic.Int64
+		wg      sync.WaitGroup
+	)
+	stop := make(chan struct{})
+	for i := range small {
+		s := newSem(t, srv, key, limit, s3lock.WithOwner(fmt.Sprint("s", i)), s3lock.WithRetryInterval(20*time.Millisecond))
+		wg.Go(func() {
+			time.Sleep(time.Duration(i) * 50 * time.Millisecond)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				err := s.Acquire(actx, 1)
+				cancel()
+				if err != nil {
+					t.Errorf("s%d.Acquire(1) = %v", i, err)
+					return
+				}
+				if n := heldNow.Add(1); largeIn.Load() && n+small > limit {
+					t.Errorf("s%d holds a unit while the large request holds %d: %d units", i, small, n+small)
+				}
+				grants.Add(1)
+				time.Sleep(150 * time.Millisecond)
+				heldNow.Add(-1)
+				if err := s.Release(ctx); err != nil {
+					t.Errorf("s%d.Release() = %v", i, err)
+					return
+				}
+			}
+		})
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+	for grants.Load() < 2*small {
+		time.Sleep(10 * time.Millisecond)
+	}
+	large := newSem(t, srv, key, limit, s3lock.WithOwner("large"), s3lock.WithRetryInterval(20*time.Millisecond))
+	before := grants.Load()
+	actx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := large.Acquire(actx, small); err != nil {
+		t.Fatalf("Acquire(%d) among busy 1-unit holders = %v", small, err)
+	}
+	largeIn.Store(true)
+	passed := grants.Load() - before
+	t.Logf("small grants while the large request waited: %d", passed)
+	if passed > 2*small {
+		t.Errorf("%d small grants while a request for %d waited; want at most %d", passed, small, 2*small)
+	}
+	time.Sleep(200 * time.Millisecond)
+	largeIn.Store(false)
+	at := grants.Load()
+	if err := large.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); grants.Load() < at+small; {
+		if time.Now().After(deadline) {
+			t.Fatalf("small holders got %d grants in 10 s after the large release; want %d", grants.Load()-at, small)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
