@@ -155,6 +155,7 @@ func runAll(t *testing.T, srv *server, facts *factLog) {
 	t.Run("Probe", func(t *testing.T) { probe(t, srv, facts) })
 	t.Run("ElectionOneLeader", func(t *testing.T) { electionOneLeader(t, srv, facts) })
 	t.Run("ElectionObserve", func(t *testing.T) { electionObserve(t, srv, facts) })
+	runShared(t, srv, facts)
 }
 
 // probe: the store probe passes (on a store known to race, a failure
