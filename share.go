@@ -36,6 +36,11 @@ type share struct {
 	// write (other holders renew too), so the next one reads before it
 	// writes rather than send a PUT bound to fail.
 	readFirst bool
+	// contended: others were listed or waiting when we were granted, so
+	// the object has most likely changed since our last write (a
+	// reservation, another holder's renewal): read before writing (a GET
+	// costs less than a PUT bound to be refused).
+	contended bool
 
 	writeMu    sync.Mutex // serialises renewals and the release
 	stopRenew  context.CancelFunc
@@ -205,7 +210,7 @@ func (sh *share) lostError(s *snapshot) error {
 func (sh *share) current() *snapshot {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if sh.etag == "" || sh.rec == nil || sh.readFirst {
+	if sh.etag == "" || sh.rec == nil || sh.readFirst || sh.contended {
 		return nil
 	}
 	return &snapshot{exists: true, etag: sh.etag, rec: sh.rec}

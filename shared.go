@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -247,7 +248,9 @@ func (sl *sharedLock) claimShared(ctx context.Context, n int64, w *sharedWaiter)
 		switch f {
 		case failNone:
 			lm.pace.noteRTT(time.Since(start.mono))
-			sh, err := sl.confirm(ctx, sl.newShare(etag, rec, mine, start))
+			sh := sl.newShare(etag, rec, mine, start)
+			sh.contended = len(rec.Holders) > 1 || rec.Next != "" || w != nil
+			sh, err := sl.confirm(ctx, sh)
 			return sh, verdict{}, nil, err
 		case failPermanent:
 			return nil, verdict{}, nil, err
@@ -411,6 +414,52 @@ type sharedWaiter struct {
 	reserved bool // the last poll found our reservation in the record
 	// reservedAt is when our reservation was last written.
 	reservedAt time.Time
+	// settleUntil: the last poll found nobody reserved; we reserve if
+	// nobody has by then (older waiters sooner), so that one waiter
+	// writes a reservation rather than all of them.
+	settleUntil time.Time
+
+	// What the polls show of the pace of grants: the generation of the
+	// last poll and when the last change of it was seen, the grant period
+	// (EWMA), and the round trip of a GET (EWMA).
+	lastGen    uint64
+	lastChange time.Time
+	period     time.Duration
+	rtt        time.Duration
+}
+
+// observe feeds the pace estimates from a poll.
+func (w *sharedWaiter) observe(s *snapshot) {
+	gen := s.generation()
+	if gen != w.lastGen {
+		if !w.lastChange.IsZero() {
+			w.period = ewma(w.period, s.seenAt.Sub(w.lastChange))
+		}
+		w.lastGen, w.lastChange = gen, s.seenAt
+	}
+	if s.rtt > 0 {
+		w.rtt = ewma(w.rtt, s.rtt)
+	}
+}
+
+// pollIn returns the pause before the next poll, at most pause: soon
+// after a settle; for the reserved waiter, a quarter of the grant period
+// (at least two round trips), so that it takes its turn soon after the
+// units free; for the others, about one grant period.
+func (w *sharedWaiter) pollIn(pause time.Duration) time.Duration {
+	if left := time.Until(w.settleUntil); left > 0 {
+		return max(min(pause, left), minPoll)
+	}
+	if w.period == 0 {
+		if w.reserved {
+			return min(pause, reservationTTL/4)
+		}
+		return pause
+	}
+	if w.reserved {
+		return max(min(pause, reservationTTL/4, w.period/4), 2*w.rtt, minPoll)
+	}
+	return max(min(pause, w.period), 2*w.rtt, minPoll)
 }
 
 // age is how many grants have been made since w arrived, by generation.
@@ -429,6 +478,7 @@ func (w *sharedWaiter) blocked(ctx context.Context, s *snapshot, n int64) {
 		w.reserved = false
 		return
 	}
+	w.observe(s)
 	age := w.age(s.rec.Generation)
 	w.reserved = s.rec.Next == w.id
 	if w.reserved {
@@ -441,13 +491,35 @@ func (w *sharedWaiter) blocked(ctx context.Context, s *snapshot, n int64) {
 		return
 	}
 	if s.rec.Next != "" && age <= s.rec.NextWaited && !w.sl.staleReservation(s) {
+		w.settleUntil = time.Time{}
 		return
 	}
+	if s.rec.Next == "" {
+		switch {
+		case w.settleUntil.IsZero():
+			// Waiters see the reservation go together (a grant clears
+			// it): the older a waiter (in grants since it arrived), the
+			// sooner it reserves, two round trips apart per grant of
+			// age, so the oldest writes first and the others, polling
+			// after its write, see it and write nothing.
+			step := max(2*w.rtt, 5*time.Millisecond)
+			younger := time.Duration(maxSettleRank - min(age, maxSettleRank))
+			w.settleUntil = time.Now().Add(younger*step + rand.N(step))
+			return
+		case time.Now().Before(w.settleUntil):
+			return
+		}
+	}
+	w.settleUntil = time.Time{}
 	w.reserved = w.sl.lm.reserveTurn(ctx, s, w.id, age, n)
 	if w.reserved {
 		w.reservedAt = time.Now()
 	}
 }
+
+// maxSettleRank bounds the ages by which waiters order their
+// reservations (see sharedWaiter.blocked).
+const maxSettleRank = 16
 
 // staleReservation reports whether the reservation in s is one
 // reservedAway has found stale.

@@ -133,10 +133,7 @@ func (sl *sharedLock) wait(ctx context.Context, op string, n int64) (held *share
 		if pause == backoff.Stop {
 			return nil, last
 		}
-		pause = min(pause, sl.opts.retryInterval)
-		if w.reserved {
-			pause = min(pause, reservationTTL/4)
-		}
+		pause = w.pollIn(min(pause, sl.opts.retryInterval))
 		if v.left > 0 && v.left < pause {
 			pause = v.left
 		}
