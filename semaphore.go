@@ -23,10 +23,12 @@ import (
 // they wait until no unit is held, and units are granted only when they
 // hold nothing.
 //
-// One object lists every holder, in at most 4 KiB: about 25 holders fit
-// with default owner names, more with short ones (WithOwner). Renewals
-// are conditional writes on that one object; see BENCHMARKS.md for how
-// many holders renew without trouble.
+// One object lists every holder, in at most 4 KiB: 27 holders always fit
+// (30 with default owner names on a short host name, 33 with owners of a
+// few bytes); a grant that would not fit waits (TryAcquire: ErrLocked).
+// Every grant, renewal and release is a conditional write on that one
+// object, so a key sustains a few dozen of them a second: see
+// BENCHMARKS.md and docs/s3-semantics.md.
 //
 // Create it with [NewSemaphore].
 type Semaphore struct {
