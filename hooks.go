@@ -93,6 +93,17 @@ const (
 	OpCampaign Op = "Campaign"
 	OpProclaim Op = "Proclaim"
 	OpResign   Op = "Resign"
+	// The shared holds' operations: a Semaphore's Acquire, TryAcquire and
+	// Release, an RWMutex's RLock, TryRLock and RUnlock (its Lock,
+	// TryLock and Unlock report OpLock, OpTryLock and OpUnlock). They
+	// report Start, Acquire or Release, and LeaseLost; their renewals and
+	// reservations are not reported.
+	OpAcquire    Op = "Acquire"
+	OpTryAcquire Op = "TryAcquire"
+	OpRelease    Op = "Release"
+	OpRLock      Op = "RLock"
+	OpTryRLock   Op = "TryRLock"
+	OpRUnlock    Op = "RUnlock"
 )
 
 // StartInfo describes an operation that begins (see [Hooks.Start]).
@@ -289,8 +300,32 @@ func (h *Hooks) start(ctx context.Context, op Op, lm *lockObject, token uint64) 
 	return ctx
 }
 
+// heldHold is what the hooks read of a hold: a Mutex's lease or a shared
+// hold (Semaphore, RWMutex reader).
+type heldHold interface {
+	*lease | *share
+	generation() uint64
+	startedAt() time.Time
+}
+
+func (l *lease) startedAt() time.Time  { return l.began }
+func (sh *share) generation() uint64   { return sh.token }
+func (sh *share) startedAt() time.Time { return sh.began }
+
 // acquire runs f, an acquire of op, between the Start and Acquire hooks.
 func (h *Hooks) acquire(ctx context.Context, op Op, lm *lockObject, f func(context.Context) (*lease, error)) error {
+	return hookAcquire(h, ctx, op, lm, f)
+}
+
+// release runs f, an Unlock of the hold whose token is token, between the
+// Start and Release hooks.
+func (h *Hooks) release(ctx context.Context, op Op, lm *lockObject, token uint64, f func(context.Context) (*lease, error)) error {
+	return hookRelease(h, ctx, op, lm, token, f)
+}
+
+// hookAcquire runs f, an acquire of op, between the Start and Acquire
+// hooks.
+func hookAcquire[H heldHold](h *Hooks, ctx context.Context, op Op, lm *lockObject, f func(context.Context) (H, error)) error {
 	begin := time.Now()
 	ctx = h.start(ctx, op, lm, 0)
 	l, err := f(ctx)
@@ -311,16 +346,16 @@ func (h *Hooks) acquire(ctx context.Context, op Op, lm *lockObject, f func(conte
 	return err
 }
 
-// release runs f, an Unlock of the hold whose token is token, between the
-// Start and Release hooks.
-func (h *Hooks) release(ctx context.Context, op Op, lm *lockObject, token uint64, f func(context.Context) (*lease, error)) error {
+// hookRelease runs f, a release of the hold whose token is token, between
+// the Start and Release hooks.
+func hookRelease[H heldHold](h *Hooks, ctx context.Context, op Op, lm *lockObject, token uint64, f func(context.Context) (H, error)) error {
 	begin := time.Now()
 	ctx = h.start(ctx, op, lm, token)
 	l, err := f(ctx)
 	if h.Release != nil {
 		info := ReleaseInfo{Op: op, Bucket: lm.bucket, Key: lm.key, Duration: time.Since(begin), Err: err}
-		if l != nil {
-			info.Token, info.Held = l.generation(), time.Since(l.began)
+		if var0 := *new(H); l != var0 {
+			info.Token, info.Held = l.generation(), time.Since(l.startedAt())
 		}
 		lm.guard("Release", func() { h.Release(ctx, info) })
 	}

@@ -65,9 +65,9 @@ func (rw *RWMutex) RLock(ctx context.Context) error { return rw.rlock(ctx, true)
 func (rw *RWMutex) TryRLock(ctx context.Context) error { return rw.rlock(ctx, false) }
 
 func (rw *RWMutex) rlock(ctx context.Context, wait bool) error {
-	op := "TryRLock"
+	op := OpTryRLock
 	if wait {
-		op = "RLock"
+		op = OpRLock
 	}
 	for {
 		rw.mu.Lock()
@@ -145,7 +145,7 @@ func (rw *RWMutex) RUnlock(ctx context.Context) error {
 		return nil
 	}
 	rw.mu.Unlock()
-	err := rw.r.release(ctx, "RUnlock")
+	err := rw.r.release(ctx, OpRUnlock)
 	rw.mu.Lock()
 	rw.readers = 0
 	rw.notifyLocked()

@@ -75,7 +75,7 @@ func (s *Semaphore) HolderID() string { return s.sl.id }
 // ctx.Err() and the last attempt's error when ctx ends; otherwise what
 // Mutex.Lock returns for the same failure.
 func (s *Semaphore) Acquire(ctx context.Context, n int64) error {
-	return s.sl.acquire(ctx, "Acquire", n)
+	return s.sl.acquire(ctx, OpAcquire, n)
 }
 
 // TryAcquire makes one attempt to take n units. When they are not free
@@ -83,7 +83,7 @@ func (s *Semaphore) Acquire(ctx context.Context, n int64) error {
 // [ErrLocked]; other errors as for Acquire. A waiter's reservation of the
 // next turn is honoured: units it needs are not taken.
 func (s *Semaphore) TryAcquire(ctx context.Context, n int64) error {
-	return s.sl.tryAcquire(ctx, "TryAcquire", n)
+	return s.sl.tryAcquire(ctx, OpTryAcquire, n)
 }
 
 // Release gives back the units s holds, with a conditional PUT (after a
@@ -93,7 +93,7 @@ func (s *Semaphore) TryAcquire(ctx context.Context, n int64) error {
 // holds nothing afterwards and its hold context is cancelled. Like
 // Unlock, it is not cut short by ctx (see [WithReleaseTimeout]).
 func (s *Semaphore) Release(ctx context.Context) error {
-	return s.sl.release(ctx, "Release")
+	return s.sl.release(ctx, OpRelease)
 }
 
 // Context returns a context that is cancelled when the current hold ends,

@@ -3,6 +3,7 @@ package s3lock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -209,5 +210,76 @@ func TestRWMutexLiveWriterKeepsReservation(t *testing.T) {
 	cancel()
 	if err := writer.Unlock(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The hooks see a Semaphore's and an RWMutex reader's operations with
+// their tokens, and a hold broken under them as a loss.
+func TestSharedHoldHooks(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var seen []string
+	var lost []uint64
+	hooks := &s3lock.Hooks{
+		Acquire: func(_ context.Context, i s3lock.AcquireInfo) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, fmt.Sprintf("%s %s %d", i.Op, i.Outcome, i.Token))
+		},
+		Release: func(_ context.Context, i s3lock.ReleaseInfo) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, fmt.Sprintf("%s %d held=%v err=%v", i.Op, i.Token, i.Held > 0, i.Err != nil))
+		},
+		LeaseLost: func(i s3lock.LeaseLostInfo) {
+			mu.Lock()
+			defer mu.Unlock()
+			lost = append(lost, i.Token)
+		},
+	}
+	a := newSem(t, srv, "hooked", 2, s3lock.WithHooks(hooks))
+	b := newSem(t, srv, "hooked", 2, s3lock.WithHooks(hooks))
+	if err := a.Acquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.TryAcquire(ctx, 2); err == nil {
+		t.Fatal("b took 2 units of 2 while a held one")
+	}
+	if err := b.TryAcquire(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	st := lockState(t, srv, "hooked")
+	if _, err := s3lock.ForceUnlockHolder(ctx, srv.Client(), srv.Bucket(), "hooked", st.ETag, b.HolderID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Release(ctx); !errors.Is(err, s3lock.ErrLeaseLost) {
+		t.Fatalf("b.Release after its hold was broken = %v; want ErrLeaseLost", err)
+	}
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rw, err := s3lock.NewRWMutex(srv.Client(), srv.Bucket(), "hooked-rw", s3lock.WithHooks(hooks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rw.RLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rw.RUnlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{
+		"Acquire acquired 1", "TryAcquire locked 0", "TryAcquire acquired 2",
+		"Release 2 held=true err=true", "Release 1 held=true err=false",
+		"RLock acquired 1", "RUnlock 1 held=true err=false",
+	}
+	if fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Errorf("hooks saw\n%q\nwant\n%q", seen, want)
+	}
+	if len(lost) != 1 || lost[0] != 2 {
+		t.Errorf("LeaseLost tokens %v; want [2] (b's hold, broken)", lost)
 	}
 }

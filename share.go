@@ -23,6 +23,7 @@ type share struct {
 	cancel context.CancelCauseFunc
 	units  int64
 	token  uint64
+	began  time.Time // when the write that granted the hold was sent
 
 	mu       sync.Mutex // protects the fields below
 	nonce    string     // our entry's nonce, as our last write that landed left it
@@ -53,7 +54,7 @@ func (sl *sharedLock) newShare(etag string, rec *record, h *holder, start instan
 	ctx, cancel := context.WithCancelCause(context.Background())
 	ttl := h.ttl()
 	return &share{
-		sl: sl, ctx: ctx, cancel: cancel, units: h.Units, token: h.Token,
+		sl: sl, ctx: ctx, cancel: cancel, units: h.Units, token: h.Token, began: start.mono,
 		nonce: h.Nonce, deadline: start.mono.Add(ttl - drift(ttl)), from: start,
 		etag: etag, rec: rec,
 	}
@@ -107,12 +108,20 @@ func (sh *share) halt() {
 	}
 }
 
-// lose ends the hold with err (matching ErrLeaseLost).
+// lose ends the hold with err (matching ErrLeaseLost), and tells the
+// LeaseLost hook once.
 func (sh *share) lose(err error) {
-	if sh.ctx.Err() == nil {
+	first := sh.ctx.Err() == nil
+	if first {
 		sh.sl.lm.log.Warn("s3lock: shared hold lost", "key", sh.sl.lm.key, "error", err)
 	}
 	sh.cancel(err)
+	lm := sh.sl.lm
+	if h := lm.hooks; first && h != nil && h.LeaseLost != nil && errors.Is(context.Cause(sh.ctx), ErrLeaseLost) {
+		lm.guard("LeaseLost", func() {
+			h.LeaseLost(LeaseLostInfo{Bucket: lm.bucket, Key: lm.key, Token: sh.token, Held: time.Since(sh.began), Cause: context.Cause(sh.ctx)})
+		})
+	}
 }
 
 // renewLoop renews about every interval until stopped or the hold is

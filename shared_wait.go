@@ -21,24 +21,32 @@ func (sl *sharedLock) checkUnits(n int64) error {
 	return nil
 }
 
-// tryAcquire makes one attempt to take n units.
-func (sl *sharedLock) tryAcquire(ctx context.Context, op string, n int64) error {
+// tryAcquire makes one attempt to take n units, between the hooks of op.
+func (sl *sharedLock) tryAcquire(ctx context.Context, op Op, n int64) error {
+	if h := sl.lm.hooks; h != nil {
+		return hookAcquire(h, ctx, op, sl.lm, func(ctx context.Context) (*share, error) { return sl.tryAcquireHold(ctx, op, n) })
+	}
+	_, err := sl.tryAcquireHold(ctx, op, n)
+	return err
+}
+
+func (sl *sharedLock) tryAcquireHold(ctx context.Context, op Op, n int64) (*share, error) {
 	if err := sl.checkUnits(n); err != nil {
-		return err
+		return nil, err
 	}
 	select {
 	case sl.turn <- struct{}{}:
 	default:
-		return &LockedError{Key: sl.lm.key, Owner: sl.lm.owner, Local: true, Generation: sl.token()}
+		return nil, &LockedError{Key: sl.lm.key, Owner: sl.lm.owner, Local: true, Generation: sl.token()}
 	}
 	if err := ctx.Err(); err != nil {
 		<-sl.turn
-		return fmt.Errorf("s3lock: %s %s: %w", op, sl.lm.name(), err)
+		return nil, fmt.Errorf("s3lock: %s %s: %w", op, sl.lm.name(), err)
 	}
 	if sl.opts.probe {
 		if err := sl.probe.check(ctx, sl.lm.client, sl.lm.bucket, sl.lm.key); err != nil {
 			<-sl.turn
-			return err
+			return nil, err
 		}
 	}
 	sh, v, s, err := sl.claimShared(ctx, n, nil)
@@ -47,36 +55,45 @@ func (sl *sharedLock) tryAcquire(ctx context.Context, op string, n int64) error 
 		if err == nil {
 			err = sl.lockedError(s, v)
 		}
-		return err
+		return nil, err
 	}
 	sl.install(sh)
-	return nil
+	return sh, nil
 }
 
-// acquire takes n units, waiting until they are free.
-func (sl *sharedLock) acquire(ctx context.Context, op string, n int64) error {
+// acquire takes n units, waiting until they are free, between the hooks
+// of op.
+func (sl *sharedLock) acquire(ctx context.Context, op Op, n int64) error {
+	if h := sl.lm.hooks; h != nil {
+		return hookAcquire(h, ctx, op, sl.lm, func(ctx context.Context) (*share, error) { return sl.acquireHold(ctx, op, n) })
+	}
+	_, err := sl.acquireHold(ctx, op, n)
+	return err
+}
+
+func (sl *sharedLock) acquireHold(ctx context.Context, op Op, n int64) (*share, error) {
 	if err := sl.checkUnits(n); err != nil {
-		return err
+		return nil, err
 	}
 	select {
 	case sl.turn <- struct{}{}:
 	case <-ctx.Done():
-		return fmt.Errorf("s3lock: %s %s: %w", op, sl.lm.name(), ctx.Err())
+		return nil, fmt.Errorf("s3lock: %s %s: %w", op, sl.lm.name(), ctx.Err())
 	}
 	sh, err := sl.wait(ctx, op, n)
 	if err != nil {
 		<-sl.turn
-		return err
+		return nil, err
 	}
 	sl.install(sh)
-	return nil
+	return sh, nil
 }
 
 // wait runs the attempts of acquire, paced as Mutex.Lock's: never more
 // than one retry interval apart (sooner when a lease in the way can be
 // judged expired sooner), and at most a quarter of reservationTTL apart
 // once this waiter has reserved the next turn.
-func (sl *sharedLock) wait(ctx context.Context, op string, n int64) (held *share, _ error) {
+func (sl *sharedLock) wait(ctx context.Context, op Op, n int64) (held *share, _ error) {
 	if sl.opts.probe {
 		if err := sl.probe.check(ctx, sl.lm.client, sl.lm.bucket, sl.lm.key); err != nil {
 			return nil, err
@@ -154,16 +171,30 @@ func (sl *sharedLock) install(sh *share) {
 	sl.mu.Unlock()
 }
 
-// release gives back the units held. Whatever it returns, nothing is
-// held afterwards and the hold's context is cancelled.
-func (sl *sharedLock) release(ctx context.Context, op string) error {
+// release gives back the units held, between the hooks of op. Whatever
+// it returns, nothing is held afterwards and the hold's context is
+// cancelled.
+func (sl *sharedLock) release(ctx context.Context, op Op) error {
+	if h := sl.lm.hooks; h != nil {
+		return hookRelease(h, ctx, op, sl.lm, sl.token(), func(ctx context.Context) (*share, error) { return sl.releaseHold(ctx, op) })
+	}
+	_, err := sl.releaseHold(ctx, op)
+	return err
+}
+
+func (sl *sharedLock) releaseHold(ctx context.Context, op Op) (*share, error) {
 	sl.mu.Lock()
 	sh := sl.hold
 	sl.hold = nil
 	sl.mu.Unlock()
 	if sh == nil {
-		return fmt.Errorf("s3lock: %s %s: %w", op, sl.lm.name(), ErrNotHeld)
+		return nil, fmt.Errorf("s3lock: %s %s: %w", op, sl.lm.name(), ErrNotHeld)
 	}
+	return sh, sl.finishRelease(ctx, op, sh)
+}
+
+// finishRelease releases sh, which the value no longer lists as its hold.
+func (sl *sharedLock) finishRelease(ctx context.Context, op Op, sh *share) error {
 	defer func() { <-sl.turn }()
 	sh.halt()
 	var lost error
@@ -174,7 +205,11 @@ func (sl *sharedLock) release(ctx context.Context, op string) error {
 	defer cancel()
 	err := sh.release(rctx)
 	if err != nil {
-		sh.cancel(ErrLeaseLost)
+		if errors.Is(err, ErrLeaseLost) {
+			sh.lose(err) // the release found the hold gone: a loss
+		} else {
+			sh.cancel(ErrLeaseLost)
+		}
 		if lost != nil && !errors.Is(err, ErrLeaseLost) {
 			err = errors.Join(lost, err)
 		}

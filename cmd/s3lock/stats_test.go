@@ -89,3 +89,31 @@ func TestRunLogFormatJSON(t *testing.T) {
 		t.Errorf("--log-format xml: exit code %d, stderr %q; want %d naming the flag", r.code, r.stderr, exitUsage)
 	}
 }
+
+// --stats reports the wait and the hold of a semaphore slot and of a
+// shared hold, as of an exclusive one.
+func TestRunStatsShared(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for _, mode := range [][]string{{"--slots", "2"}, {"--shared"}} {
+		args := append([]string{"run", "--stats"}, mode...)
+		args = append(args, h.url("locks/stats-shared-"+strings.TrimPrefix(mode[0], "--")), "-c", "sleep 0.3")
+		r := h.run(nil, args...)
+		if r.code != 0 {
+			t.Fatalf("%v: exit code = %d; want 0 (stderr: %s)", mode, r.code, r.stderr)
+		}
+		ls := lines(r.stderr)
+		var ws, hs string
+		if len(ls) == 0 {
+			t.Fatalf("%v: no stats line", mode)
+		}
+		if _, err := fmt.Sscanf(strings.TrimPrefix(ls[len(ls)-1], "s3lock run: stats: "), "waited %s held %s", &ws, &hs); err != nil {
+			t.Fatalf("%v: stats line %q: %v", mode, ls[len(ls)-1], err)
+		}
+		waited, _ := time.ParseDuration(strings.TrimSuffix(ws, ","))
+		held, _ := time.ParseDuration(strings.TrimSuffix(hs, ","))
+		if held < 300*time.Millisecond || waited <= 0 {
+			t.Errorf("%v: stats: waited %v, held %v; want a positive wait and a hold of at least 300ms", mode, waited, held)
+		}
+	}
+}
