@@ -23,8 +23,10 @@ import (
 // errors.As.
 //
 // Every operation that calls Start ends with exactly one call of its end
-// hook (Acquire for [OpLock], [OpTryLock] and [OpCampaign]; Release for
-// [OpUnlock] and [OpResign]; Renew for [OpRenew] and [OpProclaim]), with
+// hook (Acquire for [OpLock], [OpTryLock], [OpCampaign], [OpAcquire],
+// [OpTryAcquire], [OpRLock] and [OpTryRLock]; Release for [OpUnlock],
+// [OpResign], [OpRelease] and [OpRUnlock]; Renew for [OpRenew] and
+// [OpProclaim]), with
 // the context Start returned, from the same goroutine. A hook that panics
 // is recovered and logged (WithLogger), so the lock's own work is never
 // left half done; fix the hook.
