@@ -1,0 +1,123 @@
+package s3lock_test
+
+// Second adversarial review of issue 17: the RWMutex's local join of a
+// value's read hold (rwmutex.go rlock), added after the first review.
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/s3lock/s3lock"
+	"github.com/s3lock/s3lock/s3locktest"
+)
+
+// TestRedteam2RLockJoinRacesLastRUnlock attacks "a wrong 'you hold it' is
+// the worst bug" on the local join. RUnlock of the value's last reader
+// unlocks rw.mu and only then calls r.release, which clears the hold; an
+// RLock that re-checks rw.readers > 0 && r.held() in that window joins a
+// hold whose release is already under way (readers 1 -> 2), returns nil,
+// and RUnlock then sets readers = 0 over it: the joined goroutine believes
+// it holds a read lock that no longer exists in S3 (a writer may hold the
+// key), and its RUnlock answers ErrNotHeld. Goroutines of one value loop
+// RLock/RUnlock; every RLock that returned nil must find a live hold
+// (Token != 0) and end in an RUnlock that is not a bare ErrNotHeld.
+func TestRedteam2RLockJoinRacesLastRUnlock(t *testing.T) {
+	srv := s3locktest.New(t)
+	key := "redteam2/join-vs-last-runlock"
+	v := newRWAt(t, srv, key, s3lock.WithTTL(10*time.Second), s3lock.WithRetryInterval(5*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var (
+		wg              sync.WaitGroup
+		cycles, badUnlk atomic.Int64
+		mu              sync.Mutex
+		first           string
+	)
+	report := func(s string) {
+		mu.Lock()
+		if first == "" {
+			first = s
+		}
+		mu.Unlock()
+	}
+	for range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil && badUnlk.Load() == 0 && cycles.Load() < 1500 {
+				if err := v.RLock(ctx); err != nil {
+					continue
+				}
+				cycles.Add(1)
+				if v.Token() == 0 {
+					report("RLock() = nil but Token() = 0: joined a hold already released")
+				}
+				err := v.RUnlock(context.Background())
+				if errors.Is(err, s3lock.ErrNotHeld) && !errors.Is(err, s3lock.ErrLeaseLost) {
+					badUnlk.Add(1)
+					report("RUnlock() after RLock() = nil: " + err.Error())
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d RLock/RUnlock cycles", cycles.Load())
+	if first != "" {
+		t.Fatalf("%s (%d bad RUnlocks)", first, badUnlk.Load())
+	}
+}
+
+// TestRedteam2RLockAfterLostHold attacks liveness of the local join: when
+// the value's read hold is lost (here broken by ForceUnlockHolder; a
+// missed renewal does the same) while one goroutine still has RLock,
+// r.held() is false, so a new RLock skips the join, and rw.readers > 0
+// sends it to wait on rw.changed, which only the last RUnlock closes. The
+// key is free in S3, yet RLock waits until its ctx ends (and TryRLock
+// answers a local ErrLocked) for as long as the old reader keeps its
+// (lost) RLock. The doc promises joiners "wait for the hold to end"; it
+// has ended.
+func TestRedteam2RLockAfterLostHold(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "redteam2/rlock-after-lost"
+	v := newRWAt(t, srv, key, s3lock.WithTTL(3*time.Second), s3lock.WithAutoRenew(200*time.Millisecond))
+	if err := v.RLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := lockState(t, srv, key)
+	if len(st.Holders) != 1 {
+		t.Fatalf("%d holders; want 1", len(st.Holders))
+	}
+	if _, err := s3lock.ForceUnlockHolder(ctx, srv.Client(), srv.Bucket(), key, st.ETag, st.Holders[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, v.Context(), 5*time.Second, "the broken read hold's context")
+	if now := lockState(t, srv, key); now.Held {
+		t.Fatalf("key held after the break: %+v", now)
+	}
+	// Another value takes a read hold at once: the key is free.
+	other := newRWAt(t, srv, key)
+	if err := other.TryRLock(ctx); err != nil {
+		t.Fatalf("another value's TryRLock() = %v", err)
+	}
+	if err := other.RUnlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	err := v.RLock(rctx)
+	if err == nil {
+		_ = v.RUnlock(ctx)
+	}
+	// The first goroutine's RUnlock, late, reports the loss.
+	if uerr := v.RUnlock(ctx); !errors.Is(uerr, s3lock.ErrLeaseLost) {
+		t.Logf("first RUnlock() = %v", uerr)
+	}
+	if err != nil {
+		t.Fatalf("RLock() on a free key, while another goroutine of the value still has an RLock of the lost hold = %v; want nil (a new hold) or ErrLeaseLost, not a wait until ctx ends", err)
+	}
+}
