@@ -6,6 +6,7 @@ package s3lock_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -119,5 +120,130 @@ func TestRedteam2RLockAfterLostHold(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("RLock() on a free key, while another goroutine of the value still has an RLock of the lost hold = %v; want nil (a new hold) or ErrLeaseLost, not a wait until ctx ends", err)
+	}
+}
+
+// rwBook checks the holds a hammer's goroutines believe they have: no
+// write hold overlaps another write hold or a read hold (holds whose
+// context has ended are not counted).
+type rwBook struct {
+	t      *testing.T
+	mu     sync.Mutex
+	next   int
+	active map[int]rwEntry
+	reads  int
+	writes int
+}
+
+type rwEntry struct {
+	who   string
+	write bool
+	ctx   context.Context
+}
+
+func (b *rwBook) enter(e rwEntry) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e.write {
+		b.writes++
+	} else {
+		b.reads++
+	}
+	for _, o := range b.active {
+		if o.ctx.Err() == nil && e.ctx.Err() == nil && (o.write || e.write) {
+			b.t.Errorf("%s (write %v) entered while %s (write %v) believes it holds", e.who, e.write, o.who, o.write)
+		}
+	}
+	b.next++
+	b.active[b.next] = e
+	return b.next
+}
+
+func (b *rwBook) exit(id int) {
+	b.mu.Lock()
+	delete(b.active, id)
+	b.mu.Unlock()
+}
+
+// TestRedteam2RWMutexOneValueMixed attacks safety and the error contracts
+// of the local join under -race: two RWMutex values on one key, each used
+// by three reader goroutines (RLock/RUnlock, TryRLock) and one writer
+// goroutine (Lock/Unlock, TryLock) at once. No write hold overlaps a read
+// or write hold that believes it is live, RUnlock and Unlock after a nil
+// RLock/Lock never answer a bare ErrNotHeld, and while a goroutine holds
+// the write lock the value's Context and Token are the write hold's.
+// Guard.
+func TestRedteam2RWMutexOneValueMixed(t *testing.T) {
+	srv := s3locktest.New(t)
+	key := "redteam2/one-value-mixed"
+	opts := []s3lock.Option{s3lock.WithTTL(5 * time.Second), s3lock.WithRetryInterval(20 * time.Millisecond)}
+	book := &rwBook{t: t, active: map[int]rwEntry{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Second)
+	defer cancel()
+	bare := func(err error) bool { return errors.Is(err, s3lock.ErrNotHeld) && !errors.Is(err, s3lock.ErrLeaseLost) }
+	var wg sync.WaitGroup
+	for vi := range 2 {
+		v := newRWAt(t, srv, key, opts...)
+		for ri := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				who := fmt.Sprintf("value %d reader %d", vi, ri)
+				for i := 0; ctx.Err() == nil; i++ {
+					var err error
+					if i%3 == 2 {
+						err = v.TryRLock(ctx)
+					} else {
+						err = v.RLock(ctx)
+					}
+					if err != nil {
+						time.Sleep(5 * time.Millisecond)
+						continue
+					}
+					id := book.enter(rwEntry{who: who, ctx: v.Context()})
+					time.Sleep(time.Duration(ri+1) * 3 * time.Millisecond)
+					book.exit(id)
+					if err := v.RUnlock(context.Background()); bare(err) {
+						t.Errorf("%s: RUnlock() after RLock() = nil: %v", who, err)
+					}
+				}
+			}()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			who := fmt.Sprintf("value %d writer", vi)
+			for i := 0; ctx.Err() == nil; i++ {
+				var err error
+				if i%2 == 1 {
+					err = v.TryLock(ctx)
+				} else {
+					lctx, lcancel := context.WithTimeout(ctx, 2*time.Second)
+					err = v.Lock(lctx)
+					lcancel()
+				}
+				if err != nil {
+					time.Sleep(20 * time.Millisecond)
+					continue
+				}
+				hctx := v.Context()
+				tok := v.Token()
+				id := book.enter(rwEntry{who: who, write: true, ctx: hctx})
+				if tok == 0 {
+					t.Errorf("%s: Token() = 0 while holding the write lock", who)
+				}
+				time.Sleep(10 * time.Millisecond)
+				book.exit(id)
+				if err := v.Unlock(context.Background()); bare(err) {
+					t.Errorf("%s: Unlock() after Lock() = nil: %v", who, err)
+				}
+				time.Sleep(30 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d read holds and %d write holds entered", book.reads, book.writes)
+	if book.writes == 0 || book.reads == 0 {
+		t.Errorf("%d read holds and %d write holds: the hammer did not exercise both", book.reads, book.writes)
 	}
 }
