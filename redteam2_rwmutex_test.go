@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -245,5 +246,53 @@ func TestRedteam2RWMutexOneValueMixed(t *testing.T) {
 	t.Logf("%d read holds and %d write holds entered", book.reads, book.writes)
 	if book.writes == 0 || book.reads == 0 {
 		t.Errorf("%d read holds and %d write holds: the hammer did not exercise both", book.reads, book.writes)
+	}
+}
+
+// TestRedteam2RLockJoinFailsOnOneBadGet attacks RLock's error contract
+// ("Errors are those of Mutex.Lock"): Mutex.Lock, and an RLock that
+// acquires, wait through S3 failures (until ctx or the failure timeout);
+// an RLock that joins the value's read hold makes one GET (joinable) and
+// returns its error at once. One GET answered 500 (on every SDK attempt)
+// fails an RLock that had a live hold to join.
+func TestRedteam2RLockJoinFailsOnOneBadGet(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	key := "redteam2/join-bad-get"
+	f := s3locktest.NewFaults(1, s3locktest.FaultConfig{})
+	v, err := s3lock.NewRWMutex(srv.FaultyClient(f), srv.Bucket(), key, s3lock.WithRetryInterval(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.RLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer v.RUnlock(ctx)
+	isGet := func(r *http.Request) bool { return r.Method == http.MethodGet }
+	// For comparison: another value's RLock, which acquires a hold of its
+	// own, waits through the same failures.
+	f2 := s3locktest.NewFaults(2, s3locktest.FaultConfig{})
+	other, err := s3lock.NewRWMutex(srv.FaultyClient(f2), srv.Bucket(), key, s3lock.WithRetryInterval(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f2.Inject(s3locktest.FaultInternalError, 5, isGet)
+	octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
+	defer ocancel()
+	if err := other.RLock(octx); err != nil {
+		t.Fatalf("another value's RLock() through 5 failed GETs = %v", err)
+	}
+	if err := other.RUnlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.Inject(s3locktest.FaultInternalError, 5, isGet)
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err = v.RLock(rctx)
+	if err != nil {
+		t.Fatalf("RLock() joining a live read hold while one GET failed = %v; want nil (RLock waits through S3 failures as Mutex.Lock does)", err)
+	}
+	if err := v.RUnlock(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
