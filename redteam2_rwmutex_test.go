@@ -296,3 +296,59 @@ func TestRedteam2RLockJoinFailsOnOneBadGet(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRedteam2RWMutexContextToken attacks the Context/Token contract of
+// RWMutex: the read hold's while reading, the write hold's while writing
+// (a larger token), and a context cancelled with ErrNotHeld and token 0
+// between holds; errors of RUnlock/Unlock without a hold match
+// ErrNotHeld. Guard.
+func TestRedteam2RWMutexContextToken(t *testing.T) {
+	srv := s3locktest.New(t)
+	ctx := context.Background()
+	v := newRWAt(t, srv, "redteam2/context-token")
+	notHeld := func(when string) {
+		t.Helper()
+		if c := v.Context(); c.Err() == nil || !errors.Is(context.Cause(c), s3lock.ErrNotHeld) || v.Token() != 0 {
+			t.Errorf("%s: Context() err %v cause %v, Token() %d; want cancelled with ErrNotHeld, 0", when, c.Err(), context.Cause(c), v.Token())
+		}
+	}
+	notHeld("before any hold")
+	if err := v.RUnlock(ctx); !errors.Is(err, s3lock.ErrNotHeld) {
+		t.Errorf("RUnlock() without RLock = %v; want ErrNotHeld", err)
+	}
+	if err := v.Unlock(ctx); !errors.Is(err, s3lock.ErrNotHeld) {
+		t.Errorf("Unlock() without Lock = %v; want ErrNotHeld", err)
+	}
+	if err := v.RLock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rc, rt := v.Context(), v.Token()
+	if rc.Err() != nil || rt == 0 {
+		t.Fatalf("reading: Context() err %v, Token() %d", rc.Err(), rt)
+	}
+	if err := v.RUnlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(context.Cause(rc), s3lock.ErrNotHeld) {
+		t.Errorf("read hold's context after RUnlock: cause %v; want ErrNotHeld", context.Cause(rc))
+	}
+	notHeld("after RUnlock")
+	if err := v.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wc, wt := v.Context(), v.Token()
+	if wc.Err() != nil || wt <= rt {
+		t.Errorf("writing: Context() err %v, Token() %d; want live, above the read token %d", wc.Err(), wt, rt)
+	}
+	if err := v.TryRLock(ctx); err == nil {
+		t.Errorf("TryRLock() on the value holding the write lock = nil")
+		_ = v.RUnlock(ctx)
+	}
+	if err := v.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(context.Cause(wc), s3lock.ErrNotHeld) {
+		t.Errorf("write hold's context after Unlock: cause %v; want ErrNotHeld", context.Cause(wc))
+	}
+	notHeld("after Unlock")
+}
