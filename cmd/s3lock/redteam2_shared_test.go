@@ -72,3 +72,30 @@ func TestRedteam2StatusUnlockHostileShared(t *testing.T) {
 		}
 	}
 }
+
+// TestRedteam2RunSharedBrokenHolder attacks run --shared's loss handling
+// and unlock --force --holder's scope: of two --shared runs, breaking one
+// holder stops exactly that command with the lease-lost code, while the
+// other keeps its hold and exits 0. Guard.
+func TestRedteam2RunSharedBrokenHolder(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	key := "redteam2/shared-broken"
+	a, _, releaseA := holdNamed(t, h, key, "reader-a", "--shared", "--ttl", "3s")
+	b, _, releaseB := holdNamed(t, h, key, "reader-b", "--shared", "--ttl", "3s")
+	idA, idB := holderID(t, h, key, "reader-a"), holderID(t, h, key, "reader-b")
+	if r := h.run(nil, "unlock", "--force", "--holder", idA, h.url(key)); r.code != 0 {
+		t.Fatalf("unlock --force --holder: exit code %d, stderr %q", r.code, r.stderr)
+	}
+	if r := a.wait(); r.code != exitLeaseLost {
+		t.Errorf("broken reader-a: exit code %d; want %d (stderr: %s)", r.code, exitLeaseLost, r.stderr)
+	}
+	releaseA()
+	if st := inspect(t, h, key); len(st.Holders) != 1 || st.Holders[0].ID != idB || st.Holders[0].Expired {
+		t.Errorf("after breaking reader-a the holders are %+v; want reader-b (%s) alone, live", st.Holders, idB)
+	}
+	releaseB()
+	if r := b.wait(); r.code != 0 {
+		t.Errorf("reader-b: exit code %d; want 0 (stderr: %s)", r.code, r.stderr)
+	}
+}
