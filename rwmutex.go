@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // RWMutex is a reader/writer lock in one S3 object. Any number of readers
@@ -57,7 +58,9 @@ func NewRWMutex(client S3API, bucket, key string, opts ...Option) (*RWMutex, err
 }
 
 // RLock takes a read hold, waiting while a writer holds the lock or waits
-// for it. Errors are those of [Mutex.Lock].
+// for it. Errors are those of [Mutex.Lock], and one matching
+// [ErrLeaseLost] when the value's read hold, which other goroutines still
+// have RLocked, was lost (RUnlock them first).
 func (rw *RWMutex) RLock(ctx context.Context) error { return rw.rlock(ctx, true) }
 
 // TryRLock makes one attempt at a read hold: a *LockedError (ErrLocked)
@@ -69,18 +72,38 @@ func (rw *RWMutex) rlock(ctx context.Context, wait bool) error {
 	if wait {
 		op = OpRLock
 	}
+	var failing failureRun
 	for {
 		rw.mu.Lock()
 		switch {
-		case rw.readers > 0 && rw.writers == 0 && !rw.closed && rw.r.held():
+		case rw.readers > 0 && !rw.r.held():
+			// The value's read hold was lost (its context says why);
+			// its readers must RUnlock it before the value holds again.
+			rw.mu.Unlock()
+			return fmt.Errorf("s3lock: %s %s: the read hold of this RWMutex was lost and is still RLocked: %w", op, rw.r.lm.name(), context.Cause(rw.r.context()))
+		case rw.readers > 0 && rw.writers == 0 && !rw.closed:
 			rw.mu.Unlock()
 			// Join the value's read hold, unless a writer (or a Mutex)
 			// waits for the key: then new readers wait behind it, as
 			// with sync.RWMutex, and the hold ends with its last reader.
 			ok, err := rw.r.joinable(ctx)
 			if err != nil {
-				return fmt.Errorf("s3lock: %s %s: %w", op, rw.r.lm.name(), err)
+				// As Lock does: a waiting RLock retries S3 failures until
+				// ctx ends or the failure timeout runs out.
+				d := failing.failed(rw.r.lm.log, rw.r.lm.key, err)
+				if !wait || isPermanent(err) || ctx.Err() != nil || (rw.r.opts.failureTimeout > 0 && d >= rw.r.opts.failureTimeout) {
+					return fmt.Errorf("s3lock: %s %s: %w", op, rw.r.lm.name(), err)
+				}
+				t := time.NewTimer(rw.r.opts.retryInterval)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return fmt.Errorf("s3lock: %s %s: %w (last attempt: %w)", op, rw.r.lm.name(), ctx.Err(), err)
+				}
+				continue
 			}
+			failing.recovered(rw.r.lm.log, rw.r.lm.key)
 			rw.mu.Lock()
 			if !ok {
 				rw.closed = true
@@ -139,15 +162,18 @@ func (rw *RWMutex) RUnlock(ctx context.Context) error {
 		rw.mu.Unlock()
 		return fmt.Errorf("s3lock: RUnlock %s: %w", rw.r.lm.name(), ErrNotHeld)
 	}
-	if rw.readers > 1 {
-		rw.readers--
+	rw.readers--
+	if rw.readers > 0 {
 		rw.mu.Unlock()
 		return nil
 	}
+	// No RLock joins the hold from here on: one that comes now waits for
+	// this release (it needs the value's turn) and acquires anew.
+	rw.acquiring = true
 	rw.mu.Unlock()
 	err := rw.r.release(ctx, OpRUnlock)
 	rw.mu.Lock()
-	rw.readers = 0
+	rw.acquiring = false
 	rw.notifyLocked()
 	rw.mu.Unlock()
 	return err
