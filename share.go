@@ -255,14 +255,20 @@ func (sh *share) renew(ctx context.Context) error {
 				return nil
 			}
 		}
-		rec := sh.rewrite(s, true)
+		rec, mine := sh.rewrite(s, true)
+		if mine == "" {
+			// Not listed (cannot happen: s is our last write, or a read
+			// that found us): never write a renewal without our entry.
+			err := sh.lostError(s)
+			sh.lose(err)
+			return err
+		}
 		start := now()
 		sh.mu.Lock()
 		if len(sh.pending) == 0 {
 			sh.pendFrom = start
 		}
 		sh.mu.Unlock()
-		mine := rec.Holders[len(rec.Holders)-1].Nonce
 		etag, f, err := lm.put(ctx, rec, condition{etag: s.etag})
 		sh.mu.Lock()
 		if s.seenAt.IsZero() { // the try over our last write
@@ -302,26 +308,26 @@ func (sh *share) extendLocked(etag string, rec *record, nonce string, start inst
 
 // rewrite returns the record in s with our entry renewed (a fresh nonce,
 // no Since; renew) or left out (release), every other entry stamped (see
-// holder). Our entry goes last.
-func (sh *share) rewrite(s *snapshot, renew bool) *record {
+// holder), and the nonce our entry now has ("" when left out or not
+// listed). The entries keep their order.
+func (sh *share) rewrite(s *snapshot, renew bool) (*record, string) {
 	rec := *s.rec
 	rec.Nonce = newNonce()
 	rec.WrittenAt = sh.sl.lm.clock.Now()
-	var mine *holder
-	rec.Holders = s.stampOthers(func(h *holder) bool {
+	var nonce string
+	rec.Holders = nil
+	for _, h := range s.stampOthers(nil) {
 		if h.ID == sh.sl.id {
-			c := *h
-			mine = &c
-			return false
+			if !renew {
+				continue
+			}
+			nonce = newNonce()[:16]
+			h.Nonce, h.Since = nonce, 0
 		}
-		return true
-	})
-	if renew {
-		mine.Nonce, mine.Since = newNonce()[:16], 0
-		rec.Holders = append(rec.Holders, *mine)
+		rec.Holders = append(rec.Holders, h)
 	}
 	rec.TTLMillis = max(maxHolderTTL(rec.Holders), 1)
-	return &rec
+	return &rec, nonce
 }
 
 // release removes our entry, with one conditional PUT when nobody wrote
@@ -351,7 +357,7 @@ func (sh *share) release(ctx context.Context) error {
 				return sh.lostError(s)
 			}
 		}
-		rec := sh.rewrite(s, false)
+		rec, _ := sh.rewrite(s, false)
 		if len(rec.Holders) == 0 {
 			rec.State, rec.Holders, rec.Limit = stateFree, nil, 0
 			rec.TTLMillis = max(s.rec.TTLMillis, 1)
