@@ -159,7 +159,11 @@ func TestRedteamObserveNotModifiedCountsAsError(t *testing.T) {
 	cancel()
 	for range ch {
 	}
-	if n := sum(t, tm.metrics(t), "s3lock.requests", attrs(method(http.MethodGet), outcome("error"))); n != 0 {
-		t.Errorf("s3lock.requests{GET,error} = %d for an Observe whose every request S3 answered (200 or 304)", n)
+	// About ten polls answered 304. The cancel can cut one GET in flight
+	// (an error, rightly): at most one.
+	ms := tm.metrics(t)
+	ok := sum(t, ms, "s3lock.requests", attrs(method(http.MethodGet), outcome("ok")))
+	if n := sum(t, ms, "s3lock.requests", attrs(method(http.MethodGet), outcome("error"))); n > 1 || ok < 3 {
+		t.Errorf("s3lock.requests{GET,error} = %d, {GET,ok} = %d for an Observe whose every request but one cut by its cancel S3 answered (200 or 304); want at most 1 error and several ok", n, ok)
 	}
 }
