@@ -90,9 +90,7 @@ type verdict struct {
 	keep []holder // with take: the entries the grant carries on
 	// Otherwise: the lock is held, and left is how long until a lease in
 	// it may be judged expired (the earliest that could change that).
-	left    time.Duration
-	full    bool // the record has no room for another entry
-	blocker string
+	left time.Duration
 }
 
 // judgeShared decides whether n units can be granted over s. w is the
@@ -110,7 +108,7 @@ func (sl *sharedLock) judgeShared(s *snapshot, n int64, w *sharedWaiter) (verdic
 		return verdict{take: true}, nil
 	case !s.rec.held():
 		if sl.reservedAway(s, w, sl.capacity(), n) {
-			return verdict{left: 0, blocker: "reserved"}, nil
+			return verdict{left: 0}, nil
 		}
 		return verdict{take: true}, nil
 	}
@@ -133,7 +131,7 @@ func (sl *sharedLock) judgeShared(s *snapshot, n int64, w *sharedWaiter) (verdic
 		// Nobody holds anything: as for a free record, a reservation
 		// still stands.
 		if sl.reservedAway(s, w, sl.capacity(), n) {
-			return verdict{left: 0, blocker: "reserved"}, nil
+			return verdict{left: 0}, nil
 		}
 		return verdict{take: true}, nil
 	}
@@ -142,7 +140,7 @@ func (sl *sharedLock) judgeShared(s *snapshot, n int64, w *sharedWaiter) (verdic
 	}
 	free := sl.capacity() - used
 	if sl.reservedAway(s, w, free, n) {
-		return verdict{left: left, blocker: "reserved"}, nil
+		return verdict{left: left}, nil
 	}
 	if free < n {
 		return verdict{left: left}, nil
@@ -175,7 +173,7 @@ func (sl *sharedLock) reservedAway(s *snapshot, w *sharedWaiter, free, n int64) 
 	if need <= 0 || need > sl.capacity() {
 		need = sl.capacity() // the whole lock
 	}
-	key := r.Next + "#" + strconv.FormatUint(r.NextSeq, 10)
+	key := reservationKey(r)
 	sl.mu.Lock()
 	if sl.resv != key {
 		sl.resv, sl.resvFirst, sl.resvFree = key, s.seenAt, time.Time{}
@@ -185,8 +183,7 @@ func (sl *sharedLock) reservedAway(s *snapshot, w *sharedWaiter, free, n int64) 
 	} else if sl.resvFree.IsZero() {
 		sl.resvFree = s.seenAt
 	}
-	stale := s.seenAt.Sub(sl.resvFirst) >= reservationStale ||
-		(!sl.resvFree.IsZero() && s.seenAt.Sub(sl.resvFree) >= reservationTTL)
+	stale := sl.staleLocked(s.seenAt)
 	sl.mu.Unlock()
 	if stale || (!r.held() && sl.lm.trustedAge(s) >= reservationTTL) {
 		return false
@@ -237,7 +234,7 @@ func (sl *sharedLock) claimShared(ctx context.Context, n int64, w *sharedWaiter)
 			return nil, verdict{}, s, err
 		}
 		if rec == nil {
-			return nil, verdict{full: true}, s, nil
+			return nil, verdict{}, s, nil
 		}
 		start := now()
 		if first.mono.IsZero() {
@@ -249,7 +246,7 @@ func (sl *sharedLock) claimShared(ctx context.Context, n int64, w *sharedWaiter)
 		case failNone:
 			lm.pace.noteRTT(time.Since(start.mono))
 			sh := sl.newShare(etag, rec, mine, start)
-			sh.contended = len(rec.Holders) > 1 || rec.Next != "" || w != nil
+			sh.contended = len(rec.Holders) > 1 || rec.Next != "" || (w != nil && w.arrived)
 			sh, err := sl.confirm(ctx, sh)
 			return sh, verdict{}, nil, err
 		case failPermanent:
@@ -482,8 +479,10 @@ func (w *sharedWaiter) blocked(ctx context.Context, s *snapshot, n int64) {
 	age := w.age(s.rec.Generation)
 	w.reserved = s.rec.Next == w.id
 	if w.reserved {
-		if time.Since(w.reservedAt) >= reservationRefresh && s.rec.held() {
-			// Show that we are still waiting.
+		if time.Since(w.reservedAt) >= reservationRefresh && s.rec.shared() {
+			// Show the other shared contenders that we still wait
+			// (only they judge a reservation by next_seq: on a free or
+			// exclusive record it lasts reservationTTL once free).
 			if w.sl.lm.reserveTurn(ctx, s, w.id, age, n) {
 				w.reservedAt = time.Now()
 			}
@@ -526,12 +525,19 @@ const maxSettleRank = 16
 func (sl *sharedLock) staleReservation(s *snapshot) bool {
 	sl.mu.Lock()
 	defer sl.mu.Unlock()
-	if sl.resv != s.rec.Next+"#"+strconv.FormatUint(s.rec.NextSeq, 10) {
-		return false
-	}
-	return s.seenAt.Sub(sl.resvFirst) >= reservationStale ||
-		(!sl.resvFree.IsZero() && s.seenAt.Sub(sl.resvFree) >= reservationTTL)
+	return sl.resv == reservationKey(s.rec) && sl.staleLocked(s.seenAt)
 }
+
+// staleLocked reports whether the reservation tracked in sl.resv is stale
+// at seenAt: seen unchanged for reservationStale, or with its units free
+// for reservationTTL. sl.mu is held.
+func (sl *sharedLock) staleLocked(seenAt time.Time) bool {
+	return seenAt.Sub(sl.resvFirst) >= reservationStale ||
+		(!sl.resvFree.IsZero() && seenAt.Sub(sl.resvFree) >= reservationTTL)
+}
+
+// reservationKey names one writing of the reservation in r.
+func reservationKey(r *record) string { return r.Next + "#" + strconv.FormatUint(r.NextSeq, 10) }
 
 // reserveTurn writes a reservation of the next turn for waiter id (age
 // grants old, needing units, 0 for the whole lock) into the held record
